@@ -1,0 +1,47 @@
+# The two commands of the README, and a few more. Everything bootstraps .venv once (pip +
+# venv: torch==2.13.0 comes as the CPU build from local disk; requirements.lock pins the tree).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Offline by design: no hub look-ups (they retry for ~46 s), no telemetry.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test real-data bench lint clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+## make run: the whole pipeline on the embedded default (dvc repro)
+run: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+## make test: every test, slow and real-data ones included (real-data tests skip without ../shared/data)
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
+
+## make real-data: ingest + validate the real public data sets in ../shared/data (or FINPIPE_DATA)
+FINPIPE_DATA ?= ../shared/data
+REAL_OUT ?= data/work/real
+real-data: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" REAL_OUT="$(REAL_OUT)" bash profiles/real-data.sh
+
+## make bench: ingest+validate scale benchmark (10k, 100k, 1M sentences)
+bench: $(STAMP)
+	$(PY) benchmarks/ingest_scale.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check finpipe tasks flows tests benchmarks
+
+clean:
+	rm -rf data/work reports .dvc/tmp

@@ -1,0 +1,124 @@
+"""`finpipe`: one subcommand per stage (what dvc.yaml calls), plus `check`.
+
+Paths always come in as arguments (dvc.yaml templates them from params.yaml); the knobs come
+from one section of the params file. A UserError ends as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from finpipe.atomic import write_json
+from finpipe.errors import UserError
+
+log = logging.getLogger("finpipe")
+KINDS = ("corpus", "sentiment", "ner")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from finpipe.config import load_params
+    from tasks import ingest
+
+    params = load_params(args.params)
+    runner = {"corpus": ingest.run_corpus, "sentiment": ingest.run_sentiment, "ner": ingest.run_ner}[args.kind]
+    metrics = runner(getattr(params.ingest, args.kind), Path(args.input), Path(args.output))
+    if args.metrics:
+        write_json(args.metrics, metrics)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from finpipe.config import load_params
+    from tasks import validate
+
+    params = load_params(args.params)
+    runner = {"corpus": validate.run_corpus, "sentiment": validate.run_sentiment, "ner": validate.run_ner}[args.kind]
+    runner(params.validate, Path(args.input), Path(args.output), Path(args.quarantine), Path(args.reports))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from finpipe.check import check_file
+
+    summary = check_file(args.kind, Path(args.path), fmt=args.format, text_column=args.text_column,
+                         label_column=args.label_column, score_column=args.score_column, id_column=args.id_column,
+                         labels=args.labels.split(",") if args.labels else None, tag_scheme=args.tag_scheme,
+                         max_bad_fraction=args.max_bad_fraction)
+    from finpipe.report import markdown
+
+    sys.stdout.write(markdown(f"{args.kind} ({args.path})", [summary]))
+    if args.json:
+        write_json(args.json, summary)
+    return 0 if summary["passed"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="read user files into Parquet with splits (stage `ingest`)")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--input", required=True, help="the folder that the kind's params paths are relative to")
+    p.add_argument("--output", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--metrics", help="JSON file for the ingest counts")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("validate", help="pandera checks, quarantine and report (stage `validate`)")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--quarantine", required=True)
+    p.add_argument("--reports", required=True, help="folder for <kind>.json and <kind>.md")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("check", help="validate one file without running the pipeline (exit 0 pass, 1 fail, 2 unusable)")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("path")
+    p.add_argument("--format", default="auto", help="corpus: csv tsv parquet jsonl json text text_dir reuters_sgml; "
+                   "sentiment: fpb csv tsv jsonl json parquet; ner: conll finer_csv")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default=None, help="sentiment: column with class labels")
+    p.add_argument("--score-column", default=None, help="sentiment: column with a score in [-1, 1]")
+    p.add_argument("--id-column", default=None)
+    p.add_argument("--labels", default=None, help="comma-separated label set (default negative,neutral,positive)")
+    p.add_argument("--tag-scheme", default="bio", choices=["bio", "io"])
+    p.add_argument("--max-bad-fraction", type=float, default=0.01)
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.set_defaults(func=_cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except UserError as err:
+        print(f"finpipe {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("finpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

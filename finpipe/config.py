@@ -1,0 +1,244 @@
+"""params.yaml → frozen, typed dataclasses; an unknown key or a wrong type is a UserError.
+
+pydantic dataclasses give us the type checks and error locations; `extra="forbid"` turns a
+misspelled key into an error instead of a silently ignored knob.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import TypeAdapter
+from pydantic.dataclasses import dataclass
+
+from finpipe.errors import UserError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+CorpusFormat = Literal["auto", "csv", "tsv", "parquet", "jsonl", "json", "text", "text_dir", "reuters_sgml"]
+SentimentFormat = Literal["auto", "fpb", "csv", "tsv", "jsonl", "json", "parquet"]
+NerFormat = Literal["auto", "conll", "finer_csv"]
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(config=_STRICT)
+class Paths:
+    inputs: dict[Literal["corpus", "sentiment", "ner"], str]  # one input folder per data kind
+    ingested: str
+    clean: str
+    quarantine: str
+    reports: str
+
+
+@dataclass(config=_STRICT)
+class CorpusSource:
+    """One input of the unlabelled corpus; `path` is relative to `paths.inputs.corpus`."""
+
+    name: str
+    path: str
+    format: CorpusFormat = "auto"
+    text_column: str = "text"
+    id_column: str | None = None
+    date_column: str | None = None
+    source_column: str | None = None
+    title_column: str | None = None
+    encoding: str = "auto"
+    pattern: str = "*"  # files taken from a folder (text_dir, reuters_sgml)
+    include_unprocessed: bool = False  # reuters_sgml: also read TYPE="UNPROC" (table-only) records
+
+
+@dataclass(config=_STRICT)
+class CorpusIngest:
+    sources: list[CorpusSource]
+    seed: int = 13
+    dev_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    strip_markup: bool = True
+    min_sentence_chars: int = Field(default=1, ge=1)
+    chunk_rows: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CorpusIngest:
+        names = [s.name for s in self.sources]
+        if not names:
+            raise ValueError("needs at least one source")
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
+
+@dataclass(config=_STRICT)
+class ScoreBins:
+    """Ordered classes derived from a score: len(labels) == len(thresholds) + 1."""
+
+    thresholds: list[float]
+    labels: list[str]
+
+    @model_validator(mode="after")
+    def _shape(self) -> ScoreBins:
+        if len(self.labels) != len(self.thresholds) + 1:
+            raise ValueError("needs exactly one more label than thresholds")
+        if sorted(self.thresholds) != list(self.thresholds):
+            raise ValueError("thresholds must be increasing")
+        return self
+
+
+DEFAULT_BINS = ScoreBins(
+    thresholds=[-0.5, -0.05, 0.05, 0.5],
+    labels=["strongly negative", "mildly negative", "neutral", "mildly positive", "strongly positive"],
+)
+
+
+@dataclass(config=_STRICT)
+class SentimentDataset:
+    """A labelled sentiment set: one file split by us, or `splits` that the source brings."""
+
+    path: str | None = None
+    splits: dict[Literal["train", "dev", "test"], str] | None = None
+    format: SentimentFormat = "auto"
+    encoding: str = "auto"
+    text_column: str = "text"
+    label_column: str | None = "label"
+    score_column: str | None = None
+    id_column: str | None = None
+    labels: list[str] | None = None  # the label set, in order; None = score_bins.labels
+    ordered: bool = False  # labels are ordered classes (ordinal losses, MAE in steps)
+    score_bins: ScoreBins = DEFAULT_BINS
+    score_range: tuple[float, float] = (-1.0, 1.0)
+    dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _shape(self) -> SentimentDataset:
+        if (self.path is None) == (self.splits is None):
+            raise ValueError("give exactly one of 'path' or 'splits'")
+        if self.splits is not None and "train" not in self.splits:
+            raise ValueError("'splits' needs at least a 'train' file")
+        if self.label_column is None and self.score_column is None:
+            raise ValueError("needs a label_column, a score_column or both")
+        if self.dev_fraction + self.test_fraction >= 1.0:
+            raise ValueError("dev_fraction + test_fraction must be below 1")
+        return self
+
+    @property
+    def label_set(self) -> list[str]:
+        return list(self.labels) if self.labels is not None else list(self.score_bins.labels)
+
+
+@dataclass(config=_STRICT)
+class SentimentIngest:
+    datasets: dict[str, SentimentDataset]
+    seed: int = 13
+
+
+@dataclass(config=_STRICT)
+class NerDataset:
+    path: str | None = None
+    splits: dict[Literal["train", "dev", "test"], str] | None = None
+    format: NerFormat = "auto"
+    encoding: str = "auto"
+    tag_scheme: Literal["bio", "io"] = "bio"
+    repair_bio: bool = True  # I-X after O becomes B-X (counted); False = quarantine it
+    entity_types: list[str] = Field(default_factory=lambda: ["PER", "ORG", "LOC"])
+    split_by: Literal["document", "sentence"] = "document"
+    dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _shape(self) -> NerDataset:
+        if (self.path is None) == (self.splits is None):
+            raise ValueError("give exactly one of 'path' or 'splits'")
+        if self.splits is not None and "train" not in self.splits:
+            raise ValueError("'splits' needs at least a 'train' file")
+        if self.dev_fraction + self.test_fraction >= 1.0:
+            raise ValueError("dev_fraction + test_fraction must be below 1")
+        return self
+
+    @property
+    def tag_set(self) -> list[str]:
+        return ["O"] + [f"{p}-{t}" for t in self.entity_types for p in ("B", "I")]
+
+
+@dataclass(config=_STRICT)
+class NerIngest:
+    datasets: dict[str, NerDataset]
+    seed: int = 13
+
+
+@dataclass(config=_STRICT)
+class Ingest:
+    corpus: CorpusIngest
+    sentiment: SentimentIngest
+    ner: NerIngest
+
+
+@dataclass(config=_STRICT)
+class TextBounds:
+    min_chars: int = Field(default=1, ge=1)
+    max_chars: int = Field(default=5000, ge=1)
+
+
+@dataclass(config=_STRICT)
+class NerBounds:
+    max_tokens: int = Field(default=1000, ge=1)
+
+
+@dataclass(config=_STRICT)
+class Validate:
+    max_bad_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    corpus: TextBounds = TextBounds()
+    sentiment: TextBounds = TextBounds()
+    ner: NerBounds = NerBounds()
+
+
+@dataclass(config=_STRICT)
+class Params:
+    """The whole params.yaml. Later stages add their sections here."""
+
+    paths: Paths
+    ingest: Ingest
+    validate: Validate
+
+
+T = TypeVar("T")
+
+
+def _format_errors(err: ValidationError, source: str, prefix: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see params.yaml in the repo for every key)"
+    elif "input" in first and first["type"] != "missing":
+        msg = f"{msg} (got {first['input']!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc.strip('.')}: {msg}{more}"
+
+
+def parse(cls: type[T], data: Any, source: str = "params", prefix: str = "") -> T:
+    """Build `cls` from plain data, turning pydantic's report into one UserError line."""
+    try:
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as err:
+        raise UserError(_format_errors(err, source, prefix)) from None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Load and check the whole params file: every key, at every level, must be known."""
+    return parse(Params, read_yaml(path), source=str(path))

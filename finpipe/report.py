@@ -1,0 +1,81 @@
+"""Validation report: per-dataset counts and per-check failures, as JSON and Markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from finpipe.atomic import write_json, write_text
+from finpipe.schemas import Outcome
+
+FIRST_FAILURES = 10
+
+
+def summarise(name: str, source: str, total: int, outcome: Outcome, max_bad_fraction: float) -> dict[str, Any]:
+    n_bad = len(outcome.quarantined)
+    first = [
+        {"origin": str(row.get("origin", "")), "id": str(row.get("id", row.get("doc_id", ""))), "reasons": row["reasons"]}
+        for row in outcome.quarantined.head(FIRST_FAILURES).to_dict("records")
+    ]
+    return {
+        "dataset": name,
+        "source": source,
+        "rows_in": total,
+        "rows_passed": len(outcome.passed),
+        "rows_quarantined": n_bad,
+        "bad_fraction": round(n_bad / total, 6) if total else 0.0,
+        "max_bad_fraction": max_bad_fraction,
+        "passed": (n_bad / total if total else 0.0) <= max_bad_fraction,
+        "checks": dict(sorted(outcome.check_counts.items(), key=lambda kv: -kv[1])),
+        "first_failures": first,
+    }
+
+
+def markdown(kind: str, summaries: list[dict[str, Any]]) -> str:
+    lines = [f"# Validation report: {kind}", "", "| dataset | rows in | passed | quarantined | bad % | max % | result |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for s in summaries:
+        lines.append(
+            f"| {s['dataset']} | {s['rows_in']} | {s['rows_passed']} | {s['rows_quarantined']} | "
+            f"{100 * s['bad_fraction']:.2f} | {100 * s['max_bad_fraction']:.2f} | {'pass' if s['passed'] else '**FAIL**'} |"
+        )
+    for s in summaries:
+        if not s["checks"]:
+            continue
+        lines += ["", f"## {s['dataset']}: failed checks", "", "| check | rows |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in s["checks"].items()]
+        lines += ["", "First quarantined rows:", ""]
+        lines += [f"- `{f['origin']}`: {'; '.join(f['reasons'])}" for f in s["first_failures"]]
+    return "\n".join(lines) + "\n"
+
+
+METRIC_KEYS = ("rows_in", "rows_passed", "rows_quarantined", "bad_fraction")
+
+
+def metrics(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The numbers only, per dataset: what DVC shows with `dvc metrics show/diff`."""
+    return {s["dataset"]: {k: s[k] for k in METRIC_KEYS} for s in summaries}
+
+
+def write_report(report_dir: Path, kind: str, summaries: list[dict[str, Any]]) -> None:
+    """<kind>.json: the full report (checks, first failures); <kind>.md: the same for people;
+    <kind>.metrics.json: numbers only, declared as DVC metrics."""
+    totals = {
+        "rows_in": sum(s["rows_in"] for s in summaries),
+        "rows_passed": sum(s["rows_passed"] for s in summaries),
+        "rows_quarantined": sum(s["rows_quarantined"] for s in summaries),
+    }
+    write_json(report_dir / f"{kind}.json", {"kind": kind, **totals, "datasets": {s["dataset"]: s for s in summaries}})
+    write_json(report_dir / f"{kind}.metrics.json", metrics(summaries))
+    write_text(report_dir / f"{kind}.md", markdown(kind, summaries))
+
+
+def write_quarantine(path: Path, rows: pd.DataFrame) -> None:
+    from finpipe.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        rows.drop(columns=[c for c in rows.columns if c.startswith("_")]).to_json(
+            tmp, orient="records", lines=True, force_ascii=False
+        )

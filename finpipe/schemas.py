@@ -1,0 +1,146 @@
+"""pandera contracts for the three data kinds, and lazy validation into pass/quarantine.
+
+Every check carries a readable `error`; that text is the reason written next to each
+quarantined row and the key of the per-check counts in the validation report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from finpipe.bio import bio_problem
+from finpipe.text import normalise
+
+_CONTROL_RX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+PARSE_ERROR = "unparsable row"
+
+
+def _text_checks(min_chars: int, max_chars: int) -> list[pa.Check]:
+    return [
+        pa.Check(lambda s: s.str.strip().str.len() > 0, error="text is empty"),
+        pa.Check(lambda s: s.str.len() >= min_chars, error=f"text shorter than {min_chars} characters"),
+        pa.Check(lambda s: s.str.len() <= max_chars, error=f"text longer than {max_chars} characters"),
+        pa.Check(lambda s: ~s.str.contains(_CONTROL_RX, regex=True), error="text contains NUL or other control characters"),
+    ]
+
+
+def _first_occurrence(columns: Sequence[str], what: str) -> pa.Check:
+    return pa.Check(lambda df: ~df.duplicated(subset=list(columns), keep="first"), error=f"duplicate {what}")
+
+
+def corpus_schema(min_chars: int, max_chars: int) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {
+            "doc_id": pa.Column(None, nullable=False),
+            "sent_idx": pa.Column(None, nullable=False, checks=pa.Check(lambda s: s >= 0, error="negative sent_idx")),
+            "text": pa.Column(None, nullable=False, checks=_text_checks(min_chars, max_chars)),
+            "split": pa.Column(None, checks=pa.Check(lambda s: s.isin(["train", "dev"]), error="split is not train/dev")),
+        },
+        checks=[_first_occurrence(["doc_id", "sent_idx"], "(doc_id, sent_idx)")],
+        coerce=False,
+    )
+
+
+def _leak_check(key: str) -> pa.Check:
+    """Rows of dev/test whose text also appears in train (compared after normalisation)."""
+
+    def check(df: pd.DataFrame) -> pd.Series:
+        keys = df[key]
+        train = set(keys[df["split"] == "train"])
+        return ~((df["split"] != "train") & keys.isin(train))
+
+    return pa.Check(check, error="text also appears in the train split")
+
+
+def sentiment_schema(labels: Sequence[str], score_range: tuple[float, float], min_chars: int, max_chars: int,
+                     has_score: bool) -> pa.DataFrameSchema:
+    lo, hi = score_range
+    return pa.DataFrameSchema(
+        {
+            "id": pa.Column(None, nullable=False),
+            "text": pa.Column(None, nullable=False, checks=_text_checks(min_chars, max_chars)),
+            "label": pa.Column(None, nullable=False, checks=pa.Check(lambda s: s.isin(list(labels)), error=f"label not in {list(labels)}")),
+            "score": pa.Column(None, nullable=not has_score,
+                               checks=pa.Check(lambda s: s.between(lo, hi), error=f"score outside [{lo}, {hi}]")),
+            "split": pa.Column(None, checks=pa.Check(lambda s: s.isin(["train", "dev", "test"]), error="split is not train/dev/test")),
+        },
+        checks=[_first_occurrence(["id"], "id"), _leak_check("_text_key")],
+    )
+
+
+def ner_schema(tags: Sequence[str], max_tokens: int) -> pa.DataFrameSchema:
+    allowed = set(tags)
+
+    def each(fn, error: str) -> pa.Check:
+        return pa.Check(lambda s: s.map(fn).astype(bool), error=error)
+
+    return pa.DataFrameSchema(
+        {
+            "id": pa.Column(None, nullable=False),
+            "tokens": pa.Column(None, nullable=False, checks=[
+                each(lambda t: len(t) > 0, "sentence has no tokens"),
+                each(lambda t: len(t) <= max_tokens, f"more than {max_tokens} tokens"),
+                each(lambda t: all(isinstance(x, str) and x.strip() and normalise(x)[0] == x for x in t),
+                     "empty token or token with whitespace/control characters"),
+            ]),
+            "tags": pa.Column(None, nullable=False, checks=[
+                each(lambda t: all(x in allowed for x in t), f"tag not in {sorted(allowed)}"),
+                each(lambda t: bio_problem(t) is None, "tags are not well-formed BIO"),
+            ]),
+        },
+        checks=[
+            pa.Check(lambda df: df["tokens"].map(len) == df["tags"].map(len), error="tokens and tags differ in length"),
+            _first_occurrence(["id"], "id"),
+            _leak_check("_text_key"),
+        ],
+    )
+
+
+@dataclass
+class Outcome:
+    passed: pd.DataFrame
+    quarantined: pd.DataFrame  # the failing rows plus a `reasons` list column
+    check_counts: dict[str, int]
+
+
+def apply(schema: pa.DataFrameSchema, df: pd.DataFrame) -> Outcome:
+    """Validate lazily (all failures collected); split rows into passed and quarantined.
+
+    Rows with a reader `parse_error` are quarantined with that error as their reason.
+    Invariant: len(passed) + len(quarantined) == len(df).
+    """
+    df = df.reset_index(drop=True)
+    reasons: dict[int, list[str]] = {}
+    if "parse_error" in df.columns:
+        for i, err in df["parse_error"].items():
+            if isinstance(err, str):
+                reasons.setdefault(int(i), []).append(err)
+    counts: dict[str, int] = {}
+    if reasons:
+        counts[PARSE_ERROR] = len(reasons)
+    # checks run on parsed rows only: a half-read row would trip every check at once
+    parsed = df.drop(index=list(reasons)) if reasons else df
+    try:
+        schema.validate(parsed, lazy=True)
+    except SchemaErrors as err:
+        fc = err.failure_cases
+        for column, check, index in zip(fc["column"], fc["check"], fc["index"], strict=True):
+            if index is None or pd.isna(index):  # a whole-column failure: a bug in how we built df
+                raise RuntimeError(f"schema failure without a row: column {column}: {check}") from None
+            reason = str(check)
+            if reason == "not_nullable":
+                reason = f"{column} is missing"
+            bucket = reasons.setdefault(int(index), [])
+            if reason not in bucket:
+                bucket.append(reason)
+                counts[reason] = counts.get(reason, 0) + 1
+    bad = sorted(reasons)
+    quarantined = df.loc[bad].copy()
+    quarantined["reasons"] = [reasons[i] for i in bad]
+    passed = df.drop(index=bad)
+    return Outcome(passed=passed, quarantined=quarantined, check_counts=counts)

@@ -1,0 +1,112 @@
+"""Stage `validate`: pandera contracts over the ingested data, one run per data kind.
+
+Writes the rows that pass (clean/), the ones that fail with their reasons (quarantine/), and
+a report (JSON + Markdown). Fails when a dataset's bad fraction exceeds
+validate.max_bad_fraction, naming the file and its first failing rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from finpipe.atomic import atomic_dir
+from finpipe.config import Validate
+from finpipe.errors import UserError, ValidationFailed
+from finpipe.report import metrics, summarise, write_quarantine, write_report
+from finpipe.schemas import Outcome, apply, corpus_schema, ner_schema, sentiment_schema
+from finpipe.text import normalise
+
+log = logging.getLogger(__name__)
+
+
+def _text_key(text: object) -> str | None:
+    return normalise(text)[0].casefold() if isinstance(text, str) else None
+
+
+def validate_sentiment(df: pd.DataFrame, meta: dict[str, Any], cfg: Validate) -> Outcome:
+    df = df.assign(_text_key=[_text_key(t) for t in df["text"]], score=df["score"].astype(float))
+    schema = sentiment_schema(meta["labels"], tuple(meta["score_range"]), cfg.sentiment.min_chars,
+                              cfg.sentiment.max_chars, meta["has_score"])
+    return apply(schema, df)
+
+
+def validate_ner(df: pd.DataFrame, meta: dict[str, Any], cfg: Validate) -> Outcome:
+    df = df.assign(
+        tokens=[list(t) for t in df["tokens"]],
+        tags=[list(t) for t in df["tags"]],
+        _text_key=[" ".join(t) for t in df["tokens"]],
+    )
+    return apply(ner_schema(meta["tags"], cfg.ner.max_tokens), df)
+
+
+def validate_corpus(df: pd.DataFrame, cfg: Validate) -> Outcome:
+    return apply(corpus_schema(cfg.corpus.min_chars, cfg.corpus.max_chars), df)
+
+
+def _enforce(kind: str, summaries: list[dict[str, Any]]) -> None:
+    for s in summaries:
+        if not s["passed"]:
+            shown = "; ".join(f"{f['origin']}: {', '.join(f['reasons'])}" for f in s["first_failures"][:3])
+            raise ValidationFailed(
+                f"validate {kind}/{s['dataset']}: {s['rows_quarantined']} of {s['rows_in']} rows "
+                f"({100 * s['bad_fraction']:.1f}%) failed, above max_bad_fraction {100 * s['max_bad_fraction']:.1f}%, "
+                f"in {s['source']} — first: {shown} (all in the quarantine file and report)"
+            )
+
+
+def _sources(df: pd.DataFrame) -> str:
+    files = sorted({o.rsplit(":", 1)[0] for o in df["origin"].dropna().unique()}) if "origin" in df else []
+    return ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
+
+
+def run_corpus(cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path, report_dir: Path) -> dict[str, Any]:
+    in_path = in_dir / "corpus.parquet"
+    if not in_path.is_file():
+        raise UserError(f"{in_path}: ingested corpus not found; run `finpipe ingest corpus` first")
+    df = pq.read_table(in_path).to_pandas()
+    outcome = validate_corpus(df, cfg)
+    summary = summarise("corpus", _sources(df), len(df), outcome, cfg.max_bad_fraction)
+    with atomic_dir(out_dir) as tmp, atomic_dir(quarantine_dir) as qtmp:
+        outcome.passed.to_parquet(tmp / "corpus.parquet", index=False)
+        write_quarantine(qtmp / "corpus.jsonl", outcome.quarantined)
+    write_report(report_dir, "corpus", [summary])
+    log.info("corpus: %d rows in, %d passed, %d quarantined", len(df), len(outcome.passed), len(outcome.quarantined))
+    _enforce("corpus", [summary])
+    return metrics([summary])
+
+
+def _run_sets(kind: str, cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path, report_dir: Path) -> dict[str, Any]:
+    if not in_dir.is_dir():
+        raise UserError(f"{in_dir}: ingested {kind} data not found; run `finpipe ingest {kind}` first")
+    summaries = []
+    with atomic_dir(out_dir) as tmp, atomic_dir(quarantine_dir) as qtmp:
+        for path in sorted(in_dir.glob("*.parquet")):
+            name = path.stem
+            meta = json.loads((in_dir / f"{name}.meta.json").read_text())
+            df = pd.read_parquet(path)
+            outcome = validate_sentiment(df, meta, cfg) if kind == "sentiment" else validate_ner(df, meta, cfg)
+            summaries.append(summarise(name, _sources(df), len(df), outcome, cfg.max_bad_fraction))
+            passed = outcome.passed.drop(columns=["parse_error", "_text_key"], errors="ignore")
+            passed.to_parquet(tmp / f"{name}.parquet", index=False)
+            shutil.copy(in_dir / f"{name}.meta.json", tmp / f"{name}.meta.json")
+            write_quarantine(qtmp / f"{name}.jsonl", outcome.quarantined)
+            log.info("%s/%s: %d rows in, %d passed, %d quarantined", kind, name, len(df), len(outcome.passed),
+                     len(outcome.quarantined))
+    write_report(report_dir, kind, summaries)
+    _enforce(kind, summaries)
+    return metrics(summaries)
+
+
+def run_sentiment(cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path, report_dir: Path) -> dict[str, Any]:
+    return _run_sets("sentiment", cfg, in_dir, out_dir, quarantine_dir, report_dir)
+
+
+def run_ner(cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path, report_dir: Path) -> dict[str, Any]:
+    return _run_sets("ner", cfg, in_dir, out_dir, quarantine_dir, report_dir)
