@@ -210,7 +210,7 @@ def _format_errors(err: ValidationError, source: str, prefix: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
     msg = first["msg"]
-    if first["type"] == "extra_forbidden":
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key (check the spelling; see params.yaml in the repo for every key)"
     elif "input" in first and first["type"] != "missing":
         msg = f"{msg} (got {first['input']!r})"

@@ -36,7 +36,6 @@ class CorpusStats:
     duplicate_documents: int = 0
     empty_documents: int = 0
     sentences: int = 0
-    control_chars_removed: int = 0
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def bump(self, source: str, key: str, n: int = 1) -> None:
@@ -72,9 +71,7 @@ def sentence_batches(
         for part in parts:
             if markup:
                 part = strip_markup(part)
-            clean, n_control = normalise(part)
-            stats.control_chars_removed += n_control
-            sentences.extend(split_sentences(clean))
+            sentences.extend(split_sentences(normalise(part)))
         if not sentences:
             stats.empty_documents += 1
             stats.bump(doc.source, "empty_documents")

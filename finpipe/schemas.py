@@ -6,6 +6,7 @@ quarantined row and the key of the per-check counts in the validation report.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,9 +15,9 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from finpipe.bio import bio_problem
-from finpipe.text import normalise
 
 _CONTROL_RX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_BAD_TOKEN = re.compile(r"\s|" + _CONTROL_RX)
 PARSE_ERROR = "unparsable row"
 
 
@@ -85,7 +86,7 @@ def ner_schema(tags: Sequence[str], max_tokens: int) -> pa.DataFrameSchema:
             "tokens": pa.Column(None, nullable=False, checks=[
                 each(lambda t: len(t) > 0, "sentence has no tokens"),
                 each(lambda t: len(t) <= max_tokens, f"more than {max_tokens} tokens"),
-                each(lambda t: all(isinstance(x, str) and x.strip() and normalise(x)[0] == x for x in t),
+                each(lambda t: all(isinstance(x, str) and x and not _BAD_TOKEN.search(x) for x in t),
                      "empty token or token with whitespace/control characters"),
             ]),
             "tags": pa.Column(None, nullable=False, checks=[
@@ -126,7 +127,8 @@ def apply(schema: pa.DataFrameSchema, df: pd.DataFrame) -> Outcome:
     # checks run on parsed rows only: a half-read row would trip every check at once
     parsed = df.drop(index=list(reasons)) if reasons else df
     try:
-        schema.validate(parsed, lazy=True)
+        if len(parsed):
+            schema.validate(parsed, lazy=True)
     except SchemaErrors as err:
         fc = err.failure_cases
         for column, check, index in zip(fc["column"], fc["check"], fc["index"], strict=True):

@@ -52,24 +52,27 @@ def stratified_group_split(
     return [assignment[g] for g in groups]
 
 
-def group_split(groups: Sequence[Hashable], seed: int, dev: float, test: float) -> list[str]:
-    """Whole groups (documents) to splits, filling test then dev up to their share of rows."""
+def group_split(groups: Sequence[Hashable], seed: int, dev: float, test: float, tolerance: float = 0.25) -> list[str]:
+    """Whole groups (documents) to splits: in a seeded random order, a group joins test (then
+    dev) while the split stays within (1 + tolerance) of its share of rows. A split left
+    empty takes the smallest group still in train, so a tiny set still gets dev and test."""
     sizes: dict[Hashable, int] = {}
     for g in groups:
         sizes[g] = sizes.get(g, 0) + 1
     keys = list(sizes)
-    rng = np.random.default_rng(seed)
-    order = [keys[i] for i in rng.permutation(len(keys))]
-    total = len(groups)
-    targets = {"test": test * total, "dev": dev * total}
+    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+    targets = {"test": test * len(groups), "dev": dev * len(groups)}
     filled = {"test": 0, "dev": 0}
-    assignment: dict[Hashable, str] = {}
-    for g in order:
-        # a group goes to test/dev while at least half of it fits the split's share of rows
-        chosen = next((s for s in ("test", "dev") if filled[s] + sizes[g] / 2 <= targets[s]), "train")
-        if chosen != "train":
-            filled[chosen] += sizes[g]
-        assignment[g] = chosen
-    if "train" not in assignment.values() and order:  # never leave train empty
-        assignment[order[-1]] = "train"
+    assignment = dict.fromkeys(order, "train")
+    for split in ("test", "dev"):
+        if targets[split] <= 0:
+            continue
+        for g in order:
+            if assignment[g] == "train" and filled[split] + sizes[g] <= (1 + tolerance) * targets[split]:
+                assignment[g] = split
+                filled[split] += sizes[g]
+        left = [g for g in order if assignment[g] == "train"]
+        if filled[split] == 0 and len(left) > 1:
+            smallest = min(left, key=lambda g: sizes[g])
+            assignment[smallest] = split
     return [assignment[g] for g in groups]

@@ -12,8 +12,6 @@ import html
 import re
 import unicodedata
 
-# C0/C1 control characters except tab/newline/CR, which are whitespace we collapse anyway.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _WS = re.compile(r"\s+")
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>")
 
@@ -33,11 +31,10 @@ def strip_markup(text: str) -> str:
     return html.unescape(_TAG.sub(" ", text))
 
 
-def normalise(text: str) -> tuple[str, int]:
-    """NFKC, control characters removed, whitespace collapsed; returns (text, n_control)."""
-    text = unicodedata.normalize("NFKC", text)
-    text, n_control = _CONTROL.subn(" ", text)
-    return _WS.sub(" ", text).strip(), n_control
+def normalise(text: str) -> str:
+    """NFKC and collapsed whitespace. Control characters (NUL, a stray \x92) are kept on
+    purpose: validation quarantines them with a reason instead of hiding a broken input."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:

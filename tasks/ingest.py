@@ -69,7 +69,7 @@ def bin_score(score: float, bins: ScoreBins) -> str:
 
 
 def _text_key(text: object) -> str:
-    return normalise(text)[0].casefold() if isinstance(text, str) else f"\x00{id(text)}"
+    return normalise(text).casefold() if isinstance(text, str) else f"\x00{id(text)}"
 
 
 def _carve(frame: pd.DataFrame, given: set[str], groups: list[str], labels: list[str] | None, seed: int,
@@ -87,10 +87,12 @@ def ingest_sentiment_dataset(root: Path, name: str, spec: SentimentDataset, seed
     parts = []
     for split, rel in files.items():
         frame = read_sentiment(root / rel, spec, name)
+        if split != "all":  # ids from different files must not collide
+            frame["id"] = frame["id"].str.replace(f"{name}:", f"{name}:{split}:", n=1, regex=False)
         frame["split"] = split
         parts.append(frame)
     df = pd.concat(parts, ignore_index=True)
-    df["text"] = [normalise(t)[0] if isinstance(t, str) else t for t in df["text"]]
+    df["text"] = [normalise(t) if isinstance(t, str) else t for t in df["text"]]
     if spec.label_column is None:
         df["label"] = [bin_score(s, spec.score_bins) if pd.notna(s) else None for s in df["score"]]
     to_split = df["split"].isin(["all", "train"])

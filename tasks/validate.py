@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _text_key(text: object) -> str | None:
-    return normalise(text)[0].casefold() if isinstance(text, str) else None
+    return normalise(text).casefold() if isinstance(text, str) else None
 
 
 def validate_sentiment(df: pd.DataFrame, meta: dict[str, Any], cfg: Validate) -> Outcome:

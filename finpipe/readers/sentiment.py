@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from finpipe.config import SentimentDataset
+from finpipe.errors import UserError
 from finpipe.readers.files import TABULAR, detect_format, iter_lines, read_table, require_columns, require_file
 
 COLUMNS = ["id", "text", "label", "score", "origin", "parse_error"]
@@ -43,6 +44,8 @@ def _fpb(path: Path, spec: SentimentDataset, name: str) -> pd.DataFrame:
         if not sep:
             text, label = line, None
         rows.append((f"{name}:{lineno}", text.strip(), label.strip() if label else None, np.nan, f"{path}:line {lineno}", error))
+    if not rows:
+        raise UserError(f"{path}: no data rows")
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -60,6 +63,8 @@ def _to_score(value: object) -> tuple[float, str | None]:
 
 def _table(path: Path, fmt: str, spec: SentimentDataset, name: str) -> pd.DataFrame:
     df = read_table(path, fmt, spec.encoding)
+    if df.empty:
+        raise UserError(f"{path}: no data rows")
     require_columns(path, df, {"text_column": spec.text_column, "label_column": spec.label_column,
                                "score_column": spec.score_column, "id_column": spec.id_column})
     loc = "line" if fmt == "jsonl" else "row"
