@@ -1,0 +1,58 @@
+"""End to end: `dvc repro` of the embedded default in a copy of the repo; a second repro does
+nothing; a change to one ingest param reruns only the stages of that data kind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def _sh(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    dst = tmp_path_factory.mktemp("ws") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for rel in files:
+        if rel == "dvc.lock" or not (repo / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / rel, dst / rel)
+    _sh(["git", "init", "-q"], dst)
+    return dst
+
+
+def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
+    out = _sh(["dvc", "repro"], workspace)
+    for stage in ("ingest@corpus", "ingest@sentiment", "ingest@ner", "validate@corpus", "validate@sentiment", "validate@ner"):
+        assert f"Running stage '{stage}'" in out
+    assert (workspace / "data/work/clean/corpus/corpus.parquet").is_file()
+    assert (workspace / "reports/validation/ner.md").is_file()
+
+    out = _sh(["dvc", "repro"], workspace)
+    assert "Running stage" not in out and "Data and pipelines are up to date" in out
+
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["ingest"]["ner"]["seed"] = 99
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _sh(["dvc", "repro"], workspace)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"ingest@ner", "validate@ner"}
+
+    shown = _sh(["dvc", "metrics", "show", "--json"], workspace)
+    assert '"rows_quarantined"' in shown
