@@ -20,6 +20,12 @@ KINDS = ("corpus", "sentiment", "ner")
 
 
 def _setup_logging(verbose: bool) -> None:
+    if not sys.stderr.isatty():  # progress bars are noise in DVC/CI logs
+        import os
+
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -47,6 +53,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     runner = {"corpus": validate.run_corpus, "sentiment": validate.run_sentiment, "ner": validate.run_ner}[args.kind]
     runner(params.validate, Path(args.input), Path(args.output), Path(args.quarantine), Path(args.reports))
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from finpipe.config import load_params
+    from tasks import pretrain
+
+    params = load_params(args.params)
+    pretrain.run(params.pretrain, Path(args.corpus), Path(args.output), Path(args.metrics), Path(args.live),
+                 Path(args.checkpoints), Path(args.cache))
     return 0
 
 
@@ -86,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quarantine", required=True)
     p.add_argument("--reports", required=True, help="folder for <kind>.json and <kind>.md")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("pretrain", help="domain-adaptive pretraining, MLM + NSP (stage `pretrain`)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--corpus", required=True, help="the clean corpus.parquet")
+    p.add_argument("--output", required=True, help="folder for the adapted model (replaced atomically)")
+    p.add_argument("--metrics", required=True, help="JSON metrics: base vs adapted on held-out documents")
+    p.add_argument("--live", required=True, help="dvclive folder for the training curves")
+    p.add_argument("--checkpoints", required=True, help="checkpoint folder kept across runs (resume)")
+    p.add_argument("--cache", required=True, help="Arrow cache of the built examples")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("check", help="validate one file without running the pipeline (exit 0 pass, 1 fail, 2 unusable)")
     p.add_argument("kind", choices=KINDS)

@@ -32,6 +32,9 @@ class Paths:
     clean: str
     quarantine: str
     reports: str
+    models: str = "models"
+    checkpoints: str = "data/work/checkpoints"  # kept across runs (not a DVC out) so a killed stage resumes
+    cache: str = "data/work/cache"  # datasets Arrow caches
 
 
 @dataclass(config=_STRICT)
@@ -195,12 +198,81 @@ class Validate:
 
 
 @dataclass(config=_STRICT)
+class PretrainModel:
+    """Where the encoder comes from. `base`: a hub id, a local directory, `package:<module>/<dir>`
+    (a model shipped inside a Python package), or `scratch` (architecture below, with a
+    WordPiece tokenizer trained on the corpus)."""
+
+    base: str = "scratch"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # scratch only
+    vocab_size: int = Field(default=8000, ge=100)
+    hidden_size: int = Field(default=128, ge=8)
+    num_hidden_layers: int = Field(default=2, ge=1)
+    num_attention_heads: int = Field(default=2, ge=1)
+    intermediate_size: int = Field(default=512, ge=8)
+    max_position_embeddings: int = Field(default=512, ge=16)
+    lowercase: bool = True
+    # pretrained bases: train new (randomly initialised) heads alone for this many steps first
+    head_warmup_steps: int = Field(default=0, ge=0)
+    # add the N most frequent corpus words that the tokenizer splits into several pieces
+    extend_vocab: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _heads(self) -> PretrainModel:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        return self
+
+
+@dataclass(config=_STRICT)
+class PretrainData:
+    max_seq_length: int = Field(default=128, ge=8)
+    short_seq_probability: float = Field(default=0.1, ge=0.0, le=1.0)
+    nsp: bool = True
+    nsp_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    mlm_probability: float = Field(default=0.15, gt=0.0, lt=1.0)
+    whole_word_mask: bool = False
+    dupe_factor: int = Field(default=1, ge=1)  # passes over the corpus with different pairings
+    max_eval_examples: int = Field(default=2000, ge=1)
+    seed: int = 13
+
+
+@dataclass(config=_STRICT)
+class PretrainTrain:
+    learning_rate: float = Field(default=5e-5, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    batch_size: int = Field(default=16, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=-1, ge=-1)  # -1: run num_epochs
+    num_epochs: float = Field(default=1.0, gt=0.0)
+    seed: int = 13
+    bf16: Literal["auto", True, False] = "auto"
+    fused_adamw: bool = True
+    group_by_length: bool = True
+    save_steps: int = Field(default=50, ge=1)
+    save_total_limit: int = Field(default=2, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    eval_batch_size: int = Field(default=32, ge=1)
+
+
+@dataclass(config=_STRICT)
+class Pretrain:
+    model: PretrainModel = PretrainModel()
+    data: PretrainData = PretrainData()
+    train: PretrainTrain = PretrainTrain()
+
+
+@dataclass(config=_STRICT)
 class Params:
     """The whole params.yaml. Later stages add their sections here."""
 
     paths: Paths
     ingest: Ingest
     validate: Validate
+    pretrain: Pretrain = Pretrain()
 
 
 T = TypeVar("T")

@@ -1,0 +1,140 @@
+"""Stage `pretrain`: domain-adaptive pretraining (MLM + NSP) of any BERT on the clean corpus.
+
+Reads data/work/clean/corpus/corpus.parquet (train documents for training, dev documents for
+evaluation), trains with the HF Trainer (fused AdamW, bf16 autocast where supported, length-
+grouped dynamic padding, SDPA, masked-only MLM decoding), checkpoints every `save_steps` into
+a directory kept across runs and resumes from it, and writes the adapted model atomically.
+Evaluation on held-out documents scores the base model before and the adapted model after on
+the same pre-masked examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import AutoConfig, Trainer
+
+from finpipe.atomic import atomic_dir, write_json
+from finpipe.config import Pretrain
+from finpipe.errors import UserError
+from finpipe.pretrain.base import extend_vocab, load_base, resolve
+from finpipe.pretrain.collator import PretrainCollator
+from finpipe.pretrain.data import cached_examples, fingerprint, read_documents, tokenizer_fingerprint
+from finpipe.pretrain.evaluate import evaluate
+from finpipe.training import dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
+
+log = logging.getLogger(__name__)
+
+
+def check(cfg: Pretrain, train_docs: list[list[str]], dev_docs: list[list[str]], corpus: Path) -> None:
+    """Every user mistake we can see before loading weights or training."""
+    if not train_docs:
+        raise UserError(f"{corpus}: no train documents in the corpus")
+    if not dev_docs:
+        raise UserError(f"{corpus}: no dev documents to evaluate on; raise ingest.corpus.dev_fraction")
+    if cfg.data.nsp:
+        if sum(len(d) > 1 for d in train_docs) == 0:
+            raise UserError(f"{corpus}: no document has more than one sentence, so NSP has no true continuations; "
+                            f"set pretrain.data.nsp: false for MLM only")
+        if len(train_docs) < 2:
+            raise UserError(f"{corpus}: NSP needs at least two train documents for NotNext pairs")
+    if cfg.model.base == "scratch":
+        limit = cfg.model.max_position_embeddings
+    else:
+        limit = AutoConfig.from_pretrained(resolve(cfg.model.base)).max_position_embeddings
+    if cfg.data.max_seq_length > limit:
+        raise UserError(f"pretrain.data.max_seq_length: {cfg.data.max_seq_length} is above the model's limit of {limit} positions")
+
+
+def _warm_up_heads(model: Any, cfg: Pretrain, train_ds: Any, collator: Any, work: Path, bf16: bool, labels: list[str]) -> None:
+    """Train the newly initialised heads with the encoder frozen, so random heads do not push
+    large gradients into a pretrained encoder in the first steps."""
+    frozen = [p for n, p in model.named_parameters() if n.startswith("bert.") and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    args = training_arguments(cfg.train, work / "head-warmup", label_names=labels, bf16=bf16,
+                              max_steps=cfg.model.head_warmup_steps, save=False)
+    Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator).train()
+    for p in frozen:
+        p.requires_grad_(True)
+    log.info("head warm-up: %d steps with the encoder frozen", cfg.model.head_warmup_steps)
+
+
+def run(cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_dir: Path, checkpoints: Path,
+        cache: Path) -> dict[str, Any]:
+    if not corpus.is_file():
+        raise UserError(f"{corpus}: clean corpus not found; run the validate@corpus stage first")
+    train_docs, dev_docs = read_documents(corpus, "train"), read_documents(corpus, "dev")
+    check(cfg, train_docs, dev_docs, corpus)
+    bf16 = use_bf16(cfg.train.bf16)
+    model, tokenizer, new_weights = load_base(cfg.model, (s for d in train_docs for s in d))
+    added = extend_vocab(model, tokenizer, (s for d in train_docs for s in d), cfg.model.extend_vocab) if cfg.model.extend_vocab else []
+
+    corpus_fp = fingerprint(corpus)
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    data_cfg = dataclasses.asdict(cfg.data)
+    train_ds = cached_examples(train_docs, tokenizer, cfg.data, seed=cfg.data.seed, cache_dir=cache,
+                               key=f"train-{fingerprint(corpus_fp, tok_fp, data_cfg)}")
+    collator = PretrainCollator(tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask)
+    eval_ds = cached_examples(dev_docs, tokenizer, cfg.data, seed=cfg.data.seed + 1, cache_dir=cache,
+                              key=f"eval-{fingerprint(corpus_fp, tok_fp, data_cfg)}", limit=cfg.data.max_eval_examples,
+                              premask=collator)
+    labels = ["labels", "next_sentence_label"] if cfg.data.nsp else ["labels"]
+    if not cfg.data.nsp:
+        train_ds = train_ds.remove_columns([c for c in train_ds.column_names if c == "next_sentence_label"])
+
+    before = evaluate(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
+    log.info("base model on held-out documents: %s", before)
+
+    # checkpoints belong to one configuration: a changed param or corpus starts afresh
+    run_dir = checkpoints / fingerprint(corpus_fp, tok_fp, dataclasses.asdict(cfg))
+    resume = resume_point(run_dir)
+    if resume:
+        log.info("resuming from %s (step %s)", resume, resume.rsplit("-", 1)[-1])
+    elif new_weights and new_weights != ["*"] and cfg.model.head_warmup_steps:
+        _warm_up_heads(model, cfg, train_ds, collator, run_dir, bf16, labels)
+
+    args = training_arguments(cfg.train, run_dir, label_names=labels, bf16=bf16)
+    callbacks = [dvclive_callback(live_dir, resume=bool(resume))] if is_main_process() else []
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator, callbacks=callbacks)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - t0
+    after = evaluate(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
+    log.info("adapted model on held-out documents: %s", after)
+
+    steps = trainer.state.global_step
+    examples_seen = steps * cfg.train.batch_size * cfg.train.gradient_accumulation_steps * args.world_size
+    mean_len = sum(train_ds["length"]) / len(train_ds)
+    metrics = {
+        "base": before,
+        "adapted": after,
+        "perplexity_change": round(after["perplexity"] - before["perplexity"], 4),
+        "train": {
+            "steps": steps,
+            "examples": len(train_ds),
+            "loss": round(result.training_loss, 5) if not math.isnan(result.training_loss) else None,
+            "samples_per_s": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+            "useful_tokens_per_s": round(examples_seen * mean_len / seconds, 1) if seconds else None,
+            "bf16": bf16,
+            "world_size": args.world_size,
+        },
+        "new_weights": 0 if new_weights == ["*"] else len(new_weights),
+        "added_words": len(added),
+    }
+    if trainer.is_world_process_zero():
+        with atomic_dir(output_dir) as tmp:
+            model.config.architectures = ["BertForPreTraining"]  # a standard checkpoint for any loader
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "finpipe_pretrain.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        write_json(metrics_path, metrics)
+        shutil.rmtree(run_dir, ignore_errors=True)  # done: the model is in place, checkpoints are spent
+    return metrics
