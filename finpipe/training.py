@@ -66,7 +66,7 @@ def training_arguments(cfg: Any, output_dir: Path, *, label_names: list[str], bf
         disable_tqdm=not os.isatty(2),
         # gloo for multi-process CPU runs (torchrun / accelerate launch); NCCL is the GPU default
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
-        ddp_find_unused_parameters=False,
+
     )
 
 

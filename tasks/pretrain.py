@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import AutoConfig, Trainer
+from transformers import AutoConfig, Trainer, set_seed
 
 from finpipe.atomic import atomic_dir, write_json
 from finpipe.config import Pretrain
@@ -74,10 +74,12 @@ def run(cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_
     train_docs, dev_docs = read_documents(corpus, "train"), read_documents(corpus, "dev")
     check(cfg, train_docs, dev_docs, corpus)
     bf16 = use_bf16(cfg.train.bf16)
-    model, tokenizer, new_weights = load_base(cfg.model, (s for d in train_docs for s in d))
+    set_seed(cfg.train.seed)  # new heads / a scratch model start from the same weights every run
+    corpus_fp = fingerprint(corpus)
+    model, tokenizer, new_weights = load_base(cfg.model, (s for d in train_docs for s in d),
+                                              cache / f"tokenizer-{fingerprint(corpus_fp, dataclasses.asdict(cfg.model))}")
     added = extend_vocab(model, tokenizer, (s for d in train_docs for s in d), cfg.model.extend_vocab) if cfg.model.extend_vocab else []
 
-    corpus_fp = fingerprint(corpus)
     tok_fp = tokenizer_fingerprint(tokenizer)
     data_cfg = dataclasses.asdict(cfg.data)
     train_ds = cached_examples(train_docs, tokenizer, cfg.data, seed=cfg.data.seed, cache_dir=cache,
@@ -90,16 +92,19 @@ def run(cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_
     if not cfg.data.nsp:
         train_ds = train_ds.remove_columns([c for c in train_ds.column_names if c == "next_sentence_label"])
 
-    before = evaluate(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
-    log.info("base model on held-out documents: %s", before)
-
     # checkpoints belong to one configuration: a changed param or corpus starts afresh
     run_dir = checkpoints / fingerprint(corpus_fp, tok_fp, dataclasses.asdict(cfg))
     resume = resume_point(run_dir)
+    warm_up = bool(new_weights) and new_weights != ["*"] and cfg.model.head_warmup_steps > 0
+    if warm_up:
+        # the base encoder with fitted heads is the fair "before": random heads would make the
+        # base model's perplexity meaningless. On resume the warm-up is redone (seeded, same
+        # result) for this evaluation; the checkpoint then restores the trained weights.
+        _warm_up_heads(model, cfg, train_ds, collator, run_dir, bf16, labels)
+    before = evaluate(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
+    log.info("base model on held-out documents%s: %s", " (heads warmed up, encoder as loaded)" if warm_up else "", before)
     if resume:
         log.info("resuming from %s (step %s)", resume, resume.rsplit("-", 1)[-1])
-    elif new_weights and new_weights != ["*"] and cfg.model.head_warmup_steps:
-        _warm_up_heads(model, cfg, train_ds, collator, run_dir, bf16, labels)
 
     args = training_arguments(cfg.train, run_dir, label_names=labels, bf16=bf16)
     callbacks = [dvclive_callback(live_dir, resume=bool(resume))] if is_main_process() else []
@@ -114,7 +119,7 @@ def run(cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_
     examples_seen = steps * cfg.train.batch_size * cfg.train.gradient_accumulation_steps * args.world_size
     mean_len = sum(train_ds["length"]) / len(train_ds)
     metrics = {
-        "base": before,
+        "base": {**before, "heads_warmed_up": warm_up},
         "adapted": after,
         "perplexity_change": round(after["perplexity"] - before["perplexity"], 4),
         "train": {

@@ -57,10 +57,24 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> B
                              sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
 
 
-def load_base(cfg: PretrainModel, texts: Iterable[str]) -> tuple[MaskedOnlyBertForPreTraining, PreTrainedTokenizerBase, list[str]]:
-    """(model, tokenizer, names of weights that were newly initialised)."""
+def load_base(cfg: PretrainModel, texts: Iterable[str], tokenizer_cache: Path | None = None
+              ) -> tuple[MaskedOnlyBertForPreTraining, PreTrainedTokenizerBase, list[str]]:
+    """(model, tokenizer, names of weights that were newly initialised).
+
+    A scratch tokenizer is cached in `tokenizer_cache`: the `tokenizers` WordPiece trainer
+    breaks frequency ties in hash order, so two trainings on the same corpus can differ, and a
+    resumed run must see the very vocabulary its checkpoint was trained with.
+    """
     if cfg.base == "scratch":
-        tokenizer = train_wordpiece(texts, cfg.vocab_size, cfg.lowercase)
+        if tokenizer_cache is not None and (tokenizer_cache / "tokenizer.json").is_file():
+            tokenizer = BertTokenizerFast.from_pretrained(tokenizer_cache)
+        else:
+            tokenizer = train_wordpiece(texts, cfg.vocab_size, cfg.lowercase)
+            if tokenizer_cache is not None:
+                from finpipe.atomic import atomic_dir
+
+                with atomic_dir(tokenizer_cache) as tmp:
+                    tokenizer.save_pretrained(tmp)
         config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
                             num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
                             max_position_embeddings=cfg.max_position_embeddings, pad_token_id=tokenizer.pad_token_id)

@@ -80,7 +80,7 @@ def _open_text(path: Path, spec: CorpusSource):
 def _guard_decode(path: Path, spec: CorpusSource, gen: Iterator[RawDoc]) -> Iterator[RawDoc]:
     try:
         yield from gen
-    except UnicodeDecodeError as err:
+    except UnicodeDecodeError:
         data = path.read_bytes()
         # err.start is relative to the failing chunk; find the first bad byte in the file
         try:
