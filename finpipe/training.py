@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+
+from finpipe.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,15 @@ def training_arguments(cfg: Any, output_dir: Path, *, label_names: list[str], bf
 
 
 def resume_point(output_dir: Path) -> str | None:
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a
+    checkpoint cut short by a kill has none and is passed over."""
     if not output_dir.is_dir():
         return None
-    return get_last_checkpoint(str(output_dir))
+    done = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+            and p.name.removeprefix("checkpoint-").isdigit()]
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.removeprefix("checkpoint-"))))
 
 
 def dvclive_callback(live_dir: Path, resume: bool) -> Any:
@@ -81,5 +88,11 @@ def dvclive_callback(live_dir: Path, resume: bool) -> Any:
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
-    live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    from scmrepo.exceptions import SCMError
+
+    try:
+        live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    except SCMError as err:  # dvclive reads the git revision; an empty repo has none
+        raise UserError(f"dvclive: {err}: commit once (git add -A && git commit) so the training curves can be "
+                        f"recorded") from None
     return DVCLiveCallback(live=live)

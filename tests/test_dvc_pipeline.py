@@ -22,10 +22,9 @@ def _sh(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def copy_repo(dst: Path) -> Path:
+    """The committed and untracked-but-not-ignored files of the repo, as a new git repo."""
     repo = Path(__file__).resolve().parents[1]
-    dst = tmp_path_factory.mktemp("ws") / "repo"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True, text=True,
                            check=True).stdout.split()
     for rel in files:
@@ -34,7 +33,14 @@ def workspace(tmp_path_factory) -> Path:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo / rel, dst / rel)
     _sh(["git", "init", "-q"], dst)
+    _sh(["git", "add", "-A"], dst)
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "copy"], dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    return copy_repo(tmp_path_factory.mktemp("ws") / "repo")
 
 
 def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):

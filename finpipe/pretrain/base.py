@@ -75,6 +75,8 @@ def load_base(cfg: PretrainModel, texts: Iterable[str], tokenizer_cache: Path | 
 
                 with atomic_dir(tokenizer_cache) as tmp:
                     tokenizer.save_pretrained(tmp)
+                # reload, so a first run and a resumed run see byte-identical tokenizers
+                tokenizer = BertTokenizerFast.from_pretrained(tokenizer_cache)
         config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
                             num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
                             max_position_embeddings=cfg.max_position_embeddings, pad_token_id=tokenizer.pad_token_id)
