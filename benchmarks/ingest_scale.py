@@ -51,8 +51,9 @@ def main() -> None:
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="finpipe-bench-"))
     params = yaml.safe_load(Path("params.yaml").read_text())
-    params["ingest"]["corpus"]["sources"] = [{"name": "synthetic", "path": "docs.jsonl", "text_column": "text",
-                                              "title_column": "title", "id_column": "id"}]
+    params["ingest"]["corpus"]["sources"] = [
+        {"name": "synthetic", "path": "docs.jsonl", "text_column": "text", "title_column": "title", "id_column": "id"}
+    ]
     finpipe = [sys.executable, "-m", "finpipe.cli"]
     rows = []
     for n in args.sizes:
@@ -60,24 +61,62 @@ def main() -> None:
         (case / "raw").mkdir(parents=True, exist_ok=True)
         make_corpus(case / "raw" / "docs.jsonl", n)
         (case / "params.yaml").write_text(yaml.safe_dump(params))
-        t_ing, rss_ing = timed([*finpipe, "ingest", "corpus", "--params", str(case / "params.yaml"), "--input",
-                                str(case / "raw"), "--output", str(case / "ingested"), "--metrics", str(case / "ingest.json")])
-        t_val, rss_val = timed([*finpipe, "validate", "corpus", "--params", str(case / "params.yaml"), "--input",
-                                str(case / "ingested"), "--output", str(case / "clean"), "--quarantine", str(case / "q"),
-                                "--reports", str(case / "reports")])
+        t_ing, rss_ing = timed(
+            [
+                *finpipe,
+                "ingest",
+                "corpus",
+                "--params",
+                str(case / "params.yaml"),
+                "--input",
+                str(case / "raw"),
+                "--output",
+                str(case / "ingested"),
+                "--metrics",
+                str(case / "ingest.json"),
+            ]
+        )
+        t_val, rss_val = timed(
+            [
+                *finpipe,
+                "validate",
+                "corpus",
+                "--params",
+                str(case / "params.yaml"),
+                "--input",
+                str(case / "ingested"),
+                "--output",
+                str(case / "clean"),
+                "--quarantine",
+                str(case / "q"),
+                "--reports",
+                str(case / "reports"),
+            ]
+        )
         sentences = json.loads((case / "ingest.json").read_text())["sentences"]
         total = t_ing + t_val
-        rows.append({"sentences": sentences, "ingest_s": round(t_ing, 2), "validate_s": round(t_val, 2),
-                     "total_s": round(total, 2), "sentences_per_s": round(sentences / total),
-                     "peak_rss_mb": round(max(rss_ing, rss_val))})
-        print(f"{sentences:>9,} sentences: ingest {t_ing:6.1f} s, validate {t_val:6.1f} s, total {total:6.1f} s, "
-              f"{sentences / total:>9,.0f} sentences/s, peak RSS ingest {rss_ing:,.0f} MB / validate {rss_val:,.0f} MB",
-              flush=True)
+        rows.append(
+            {
+                "sentences": sentences,
+                "ingest_s": round(t_ing, 2),
+                "validate_s": round(t_val, 2),
+                "total_s": round(total, 2),
+                "sentences_per_s": round(sentences / total),
+                "peak_rss_mb": round(max(rss_ing, rss_val)),
+            }
+        )
+        print(
+            f"{sentences:>9,} sentences: ingest {t_ing:6.1f} s, validate {t_val:6.1f} s, total {total:6.1f} s, "
+            f"{sentences / total:>9,.0f} sentences/s, peak RSS ingest {rss_ing:,.0f} MB / validate {rss_val:,.0f} MB",
+            flush=True,
+        )
     print()
     print("| sentences | ingest s | validate s | total s | sentences/s | peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['sentences']:,} | {r['ingest_s']} | {r['validate_s']} | {r['total_s']} | {r['sentences_per_s']:,} | {r['peak_rss_mb']:,} |")
+        print(
+            f"| {r['sentences']:,} | {r['ingest_s']} | {r['validate_s']} | {r['total_s']} | {r['sentences_per_s']:,} | {r['peak_rss_mb']:,} |"
+        )
     if len(rows) > 1:
         # the fixed cost (interpreter + imports, ~1.5 s per process) hides linearity at small
         # sizes: the marginal cost per sentence between sizes is the figure to compare

@@ -51,8 +51,9 @@ def load_sentences(n_docs: int) -> tuple[list[list[str]], str]:
         src = CorpusSource(name="embedded", path="news.jsonl", title_column="title")
         root, name = REPO / "data" / "embedded" / "corpus", "embedded corpus"
     docs: dict[str, list[str]] = {}
-    for batch in sentence_batches(read_corpus(root, src), CorpusStats(), seed=0, dev_fraction=0.0, markup=True,
-                                  batch_rows=10_000):
+    for batch in sentence_batches(
+        read_corpus(root, src), CorpusStats(), seed=0, dev_fraction=0.0, markup=True, batch_rows=10_000
+    ):
         for doc_id, text in zip(batch.column("doc_id").to_pylist(), batch.column("text").to_pylist(), strict=True):
             docs.setdefault(doc_id, []).append(text)
         if len(docs) >= n_docs:
@@ -86,8 +87,8 @@ def length_grouped(examples: list[dict], batch_size: int, seed: int) -> list[lis
     mega = batch_size * 50
     batches = []
     for i in range(0, len(order), mega):
-        chunk = sorted(order[i: i + mega], key=lambda e: -e["length"])
-        batches += [chunk[j: j + batch_size] for j in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[i : i + mega], key=lambda e: -e["length"])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -126,25 +127,44 @@ def main() -> None:
     docs, source = load_sentences(3000)
     tokenizer, tok_name = tokenizer_for(docs)
     sp = Specials(cls=tokenizer.cls_token_id, sep=tokenizer.sep_token_id)
-    examples = list(build_examples(tokenize_documents(docs, tokenizer), max_seq_length=SEQ, short_seq_probability=0.1,
-                                   nsp=True, nsp_probability=0.5, dupe_factor=1, seed=13, sp=sp))
+    examples = list(
+        build_examples(
+            tokenize_documents(docs, tokenizer),
+            max_seq_length=SEQ,
+            short_seq_probability=0.1,
+            nsp=True,
+            nsp_probability=0.5,
+            dupe_factor=1,
+            seed=13,
+            sp=sp,
+        )
+    )
     n = args.steps * args.batch_size
     rng = random.Random(7)
     rng.shuffle(examples)
     examples = examples[:n]
     bf16 = use_bf16("auto") if args.bf16 == "auto" else args.bf16 == "on"
-    cfg = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-               max_position_embeddings=512)
+    cfg = dict(
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+    )
     base = BertForPreTraining(BertConfig(**cfg, attn_implementation="eager"))
     state = {k: v.clone() for k, v in base.state_dict().items()}
     mean_len = sum(e["length"] for e in examples) / len(examples)
-    print(f"sentences: {source}, {len(docs)} documents; tokenizer: {tok_name}; {len(examples)} NSP examples, mean "
-          f"length {mean_len:.1f} of {SEQ}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 for (b): {bf16}", flush=True)
+    print(
+        f"sentences: {source}, {len(docs)} documents; tokenizer: {tok_name}; {len(examples)} NSP examples, mean "
+        f"length {mean_len:.1f} of {SEQ}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 for (b): {bf16}",
+        flush=True,
+    )
 
     # (a) the article's recipe
     fixed = PretrainCollator(tokenizer, 0.15, pad_to_multiple_of=SEQ)
-    batches_a = [examples[i: i + args.batch_size] for i in range(0, n, args.batch_size)]
+    batches_a = [examples[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
     opt_a = torch.optim.AdamW(base.parameters(), lr=5e-5, foreach=False)
     sec_a, useful_a, loss_a, _, _ = train(base, batches_a, fixed, opt_a, False, args.warmup)
     tok_a = useful_a / sec_a
@@ -165,17 +185,30 @@ def main() -> None:
     layers, hidden, vocab = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
     enc_params = layers * (4 * hidden * hidden + 2 * hidden * cfg["intermediate_size"])
     width = padded_b / (len(examples) - args.warmup * args.batch_size)
-    flops = 6 * enc_params * padded_b + 12 * layers * width * padded_b * hidden + 6 * (hidden * hidden + hidden * vocab) * masked_b
+    flops = (
+        6 * enc_params * padded_b + 12 * layers * width * padded_b * hidden + 6 * (hidden * hidden + hidden * vocab) * masked_b
+    )
     stage_gflops = flops / sec_b / 1e9
     peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32)
     la, lb = sum(loss_a) / len(loss_a), sum(loss_b) / len(loss_b)
     print(f"ratio (b)/(a): {tok_b / tok_a:.2f}x")
     print(f"mean training loss over the same {len(examples)} examples: (a) {la:.4f}, (b) {lb:.4f}")
-    print(f"(b) achieved {stage_gflops:.1f} GFLOP/s; matmul peak here {peak:.1f} GFLOP/s "
-          f"({'bf16' if bf16 else 'fp32'}, 2048x2048)")
-    print(json.dumps({"baseline_tok_s": round(tok_a, 1), "stage_tok_s": round(tok_b, 1), "ratio": round(tok_b / tok_a, 3),
-                      "baseline_loss": round(la, 4), "stage_loss": round(lb, 4), "stage_gflops": round(stage_gflops, 1),
-                      "peak_gflops": round(peak, 1)}))
+    print(
+        f"(b) achieved {stage_gflops:.1f} GFLOP/s; matmul peak here {peak:.1f} GFLOP/s ({'bf16' if bf16 else 'fp32'}, 2048x2048)"
+    )
+    print(
+        json.dumps(
+            {
+                "baseline_tok_s": round(tok_a, 1),
+                "stage_tok_s": round(tok_b, 1),
+                "ratio": round(tok_b / tok_a, 3),
+                "baseline_loss": round(la, 4),
+                "stage_loss": round(lb, 4),
+                "stage_gflops": round(stage_gflops, 1),
+                "peak_gflops": round(peak, 1),
+            }
+        )
+    )
     sys.stdout.flush()
 
 

@@ -60,18 +60,33 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from tasks import pretrain
 
     params = load_params(args.params)
-    pretrain.run(params.pretrain, Path(args.corpus), Path(args.output), Path(args.metrics), Path(args.live),
-                 Path(args.checkpoints), Path(args.cache))
+    pretrain.run(
+        params.pretrain,
+        Path(args.corpus),
+        Path(args.output),
+        Path(args.metrics),
+        Path(args.live),
+        Path(args.checkpoints),
+        Path(args.cache),
+    )
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from finpipe.check import check_file
 
-    summary = check_file(args.kind, Path(args.path), fmt=args.format, text_column=args.text_column,
-                         label_column=args.label_column, score_column=args.score_column, id_column=args.id_column,
-                         labels=args.labels.split(",") if args.labels else None, tag_scheme=args.tag_scheme,
-                         max_bad_fraction=args.max_bad_fraction)
+    summary = check_file(
+        args.kind,
+        Path(args.path),
+        fmt=args.format,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        score_column=args.score_column,
+        id_column=args.id_column,
+        labels=args.labels.split(",") if args.labels else None,
+        tag_scheme=args.tag_scheme,
+        max_bad_fraction=args.max_bad_fraction,
+    )
     from finpipe.report import markdown
 
     sys.stdout.write(markdown(f"{args.kind} ({args.path})", [summary]))
@@ -115,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate one file without running the pipeline (exit 0 pass, 1 fail, 2 unusable)")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("path")
-    p.add_argument("--format", default="auto", help="corpus: csv tsv parquet jsonl json text text_dir reuters_sgml; "
-                   "sentiment: fpb csv tsv jsonl json parquet; ner: conll finer_csv")
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="corpus: csv tsv parquet jsonl json text text_dir reuters_sgml; "
+        "sentiment: fpb csv tsv jsonl json parquet; ner: conll finer_csv",
+    )
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default=None, help="sentiment: column with class labels")
     p.add_argument("--score-column", default=None, help="sentiment: column with a score in [-1, 1]")
@@ -141,8 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("finpipe: interrupted", file=sys.stderr)
         return 130
-
-
 
 
 if __name__ == "__main__":  # pragma: no cover

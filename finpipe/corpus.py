@@ -58,7 +58,9 @@ def sentence_batches(
     cols: dict[str, list] = {name: [] for name in CORPUS_SCHEMA.names}
 
     def flush() -> pa.RecordBatch:
-        batch = pa.record_batch([pa.array(cols[n], type=CORPUS_SCHEMA.field(n).type) for n in CORPUS_SCHEMA.names], schema=CORPUS_SCHEMA)
+        batch = pa.record_batch(
+            [pa.array(cols[n], type=CORPUS_SCHEMA.field(n).type) for n in CORPUS_SCHEMA.names], schema=CORPUS_SCHEMA
+        )
         for v in cols.values():
             v.clear()
         return batch

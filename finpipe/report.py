@@ -34,8 +34,12 @@ def summarise(name: str, source: str, total: int, outcome: Outcome, max_bad_frac
 
 
 def markdown(kind: str, summaries: list[dict[str, Any]]) -> str:
-    lines = [f"# Validation report: {kind}", "", "| dataset | rows in | passed | quarantined | bad % | max % | result |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"# Validation report: {kind}",
+        "",
+        "| dataset | rows in | passed | quarantined | bad % | max % | result |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for s in summaries:
         lines.append(
             f"| {s['dataset']} | {s['rows_in']} | {s['rows_passed']} | {s['rows_quarantined']} | "

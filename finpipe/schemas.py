@@ -58,17 +58,23 @@ def _leak_check(key: str) -> pa.Check:
     return pa.Check(check, error="text also appears in the train split")
 
 
-def sentiment_schema(labels: Sequence[str], score_range: tuple[float, float], min_chars: int, max_chars: int,
-                     has_score: bool) -> pa.DataFrameSchema:
+def sentiment_schema(
+    labels: Sequence[str], score_range: tuple[float, float], min_chars: int, max_chars: int, has_score: bool
+) -> pa.DataFrameSchema:
     lo, hi = score_range
     return pa.DataFrameSchema(
         {
             "id": pa.Column(None, nullable=False),
             "text": pa.Column(None, nullable=False, checks=_text_checks(min_chars, max_chars)),
-            "label": pa.Column(None, nullable=False, checks=pa.Check(lambda s: s.isin(list(labels)), error=f"label not in {list(labels)}")),
-            "score": pa.Column(None, nullable=not has_score,
-                               checks=pa.Check(lambda s: s.between(lo, hi), error=f"score outside [{lo}, {hi}]")),
-            "split": pa.Column(None, checks=pa.Check(lambda s: s.isin(["train", "dev", "test"]), error="split is not train/dev/test")),
+            "label": pa.Column(
+                None, nullable=False, checks=pa.Check(lambda s: s.isin(list(labels)), error=f"label not in {list(labels)}")
+            ),
+            "score": pa.Column(
+                None, nullable=not has_score, checks=pa.Check(lambda s: s.between(lo, hi), error=f"score outside [{lo}, {hi}]")
+            ),
+            "split": pa.Column(
+                None, checks=pa.Check(lambda s: s.isin(["train", "dev", "test"]), error="split is not train/dev/test")
+            ),
         },
         checks=[_first_occurrence(["id"], "id"), _leak_check("_text_key")],
     )
@@ -83,16 +89,26 @@ def ner_schema(tags: Sequence[str], max_tokens: int) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             "id": pa.Column(None, nullable=False),
-            "tokens": pa.Column(None, nullable=False, checks=[
-                each(lambda t: len(t) > 0, "sentence has no tokens"),
-                each(lambda t: len(t) <= max_tokens, f"more than {max_tokens} tokens"),
-                each(lambda t: all(isinstance(x, str) and x and not _BAD_TOKEN.search(x) for x in t),
-                     "empty token or token with whitespace/control characters"),
-            ]),
-            "tags": pa.Column(None, nullable=False, checks=[
-                each(lambda t: all(x in allowed for x in t), f"tag not in {sorted(allowed)}"),
-                each(lambda t: bio_problem(t) is None, "tags are not well-formed BIO"),
-            ]),
+            "tokens": pa.Column(
+                None,
+                nullable=False,
+                checks=[
+                    each(lambda t: len(t) > 0, "sentence has no tokens"),
+                    each(lambda t: len(t) <= max_tokens, f"more than {max_tokens} tokens"),
+                    each(
+                        lambda t: all(isinstance(x, str) and x and not _BAD_TOKEN.search(x) for x in t),
+                        "empty token or token with whitespace/control characters",
+                    ),
+                ],
+            ),
+            "tags": pa.Column(
+                None,
+                nullable=False,
+                checks=[
+                    each(lambda t: all(x in allowed for x in t), f"tag not in {sorted(allowed)}"),
+                    each(lambda t: bio_problem(t) is None, "tags are not well-formed BIO"),
+                ],
+            ),
         },
         checks=[
             pa.Check(lambda df: df["tokens"].map(len) == df["tags"].map(len), error="tokens and tags differ in length"),

@@ -17,26 +17,89 @@ from collections.abc import Iterator
 from pathlib import Path
 
 COMPANIES = [
-    "Norvik Holdings", "Castellan Bank", "Aurelia Mining", "Brightwater Energy", "Kestrel Logistics",
-    "Halden Pharma", "Meridian Retail Group", "Solvane Chemicals", "Tamsin Capital", "Oriel Telecom",
-    "Fenwick Steel", "Larchmont Insurance", "Quillon Software", "Redcliff Airways", "Sableport Shipping",
-    "Veridian Foods", "Ashgrove Properties", "Corvallis Motors", "Delmore Utilities", "Elstree Media",
-    "Galloway Semiconductors", "Harwick Brewing", "Ivorgate Asset Management", "Juniper Rail", "Kilbride Textiles",
+    "Norvik Holdings",
+    "Castellan Bank",
+    "Aurelia Mining",
+    "Brightwater Energy",
+    "Kestrel Logistics",
+    "Halden Pharma",
+    "Meridian Retail Group",
+    "Solvane Chemicals",
+    "Tamsin Capital",
+    "Oriel Telecom",
+    "Fenwick Steel",
+    "Larchmont Insurance",
+    "Quillon Software",
+    "Redcliff Airways",
+    "Sableport Shipping",
+    "Veridian Foods",
+    "Ashgrove Properties",
+    "Corvallis Motors",
+    "Delmore Utilities",
+    "Elstree Media",
+    "Galloway Semiconductors",
+    "Harwick Brewing",
+    "Ivorgate Asset Management",
+    "Juniper Rail",
+    "Kilbride Textiles",
 ]
 PEOPLE = [
-    "Maria Lindqvist", "David Okafor", "Chen Wei", "Sofia Marchetti", "James Whitfield", "Anika Rao",
-    "Lars Holm", "Fatima Haddad", "Tomasz Nowak", "Elena Petrova", "Kenji Sato", "Grace Mensah",
-    "Oliver Brandt", "Priya Natarajan", "Lucas Ferreira", "Hannah Kowalski", "Samuel Adeyemi", "Ingrid Dahl",
+    "Maria Lindqvist",
+    "David Okafor",
+    "Chen Wei",
+    "Sofia Marchetti",
+    "James Whitfield",
+    "Anika Rao",
+    "Lars Holm",
+    "Fatima Haddad",
+    "Tomasz Nowak",
+    "Elena Petrova",
+    "Kenji Sato",
+    "Grace Mensah",
+    "Oliver Brandt",
+    "Priya Natarajan",
+    "Lucas Ferreira",
+    "Hannah Kowalski",
+    "Samuel Adeyemi",
+    "Ingrid Dahl",
 ]
 PLACES = [
-    "London", "Frankfurt", "Singapore", "Toronto", "Sao Paulo", "Oslo", "Mumbai", "Chicago", "Zurich",
-    "Sydney", "Johannesburg", "Seoul", "Madrid", "Dublin", "Houston", "Jakarta", "Warsaw", "Nairobi",
+    "London",
+    "Frankfurt",
+    "Singapore",
+    "Toronto",
+    "Sao Paulo",
+    "Oslo",
+    "Mumbai",
+    "Chicago",
+    "Zurich",
+    "Sydney",
+    "Johannesburg",
+    "Seoul",
+    "Madrid",
+    "Dublin",
+    "Houston",
+    "Jakarta",
+    "Warsaw",
+    "Nairobi",
 ]
 ROLES = ["chief executive", "chief financial officer", "chairman", "head of investor relations", "chief economist"]
 PRODUCTS = ["copper", "jet fuel", "steel coil", "container freight", "wheat", "natural gas", "memory chips", "cement"]
 QUARTERS = ["first-quarter", "second-quarter", "third-quarter", "fourth-quarter", "half-year", "full-year"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def _money(rng: random.Random) -> str:
@@ -55,21 +118,25 @@ def _document(rng: random.Random, n: int) -> dict[str, str]:
     quarter = rng.choice(QUARTERS)
     up = rng.random() < 0.5
     move = "rose" if up else "fell"
-    title = rng.choice([
-        f"{co} {'lifts' if up else 'cuts'} outlook after {quarter} results",
-        f"{co} {move} as {product} prices {'firm' if up else 'slide'}",
-        f"{co} in talks to {'buy' if up else 'sell'} unit to {other}",
-        f"{co} shares {'climb' if up else 'drop'} in {place} trading",
-    ])
-    opening = rng.choice([
-        f"{co} said on {rng.choice(MONTHS)} {rng.randint(1, 28)} that {quarter} net profit {move} {_pct(rng)} to {_money(rng)}.",
-        f"{co}, the {place}-based group, reported {quarter} revenue of {_money(rng)}, {'ahead of' if up else 'short of'} forecasts.",
-        f"Shares in {co} {move} {_pct(rng)} in early trading in {place} after the company updated its guidance.",
-    ])
+    title = rng.choice(
+        [
+            f"{co} {'lifts' if up else 'cuts'} outlook after {quarter} results",
+            f"{co} {move} as {product} prices {'firm' if up else 'slide'}",
+            f"{co} in talks to {'buy' if up else 'sell'} unit to {other}",
+            f"{co} shares {'climb' if up else 'drop'} in {place} trading",
+        ]
+    )
+    opening = rng.choice(
+        [
+            f"{co} said on {rng.choice(MONTHS)} {rng.randint(1, 28)} that {quarter} net profit {move} {_pct(rng)} to {_money(rng)}.",
+            f"{co}, the {place}-based group, reported {quarter} revenue of {_money(rng)}, {'ahead of' if up else 'short of'} forecasts.",
+            f"Shares in {co} {move} {_pct(rng)} in early trading in {place} after the company updated its guidance.",
+        ]
+    )
     middle = [
         f"The company said demand for {product} {'strengthened' if up else 'weakened'} through the quarter.",
         f"Operating margin {'widened' if up else 'narrowed'} to {rng.randint(4, 31)}.{rng.randint(0, 9)} percent from {rng.randint(4, 31)}.{rng.randint(0, 9)} percent a year earlier.",
-        f"\"We {'saw solid' if up else 'faced difficult'} conditions in our core markets,\" {person}, {rng.choice(ROLES)} of {co}, told reporters.",
+        f'"We {"saw solid" if up else "faced difficult"} conditions in our core markets," {person}, {rng.choice(ROLES)} of {co}, told reporters.',
         f"{co} {'raised' if up else 'lowered'} its dividend to {rng.randint(5, 95)} cents per share.",
         f"Net debt stood at {_money(rng)} at the end of {rng.choice(MONTHS)}.",
         f"The group also agreed to {'acquire' if up else 'divest'} a stake in {other} for {_money(rng)}.",
@@ -79,11 +146,13 @@ def _document(rng: random.Random, n: int) -> dict[str, str]:
         f"Capital spending is expected to reach {_money(rng)} this year, the company said.",
     ]
     rng.shuffle(middle)
-    closing = rng.choice([
-        f"{co} will publish its next results in {rng.choice(MONTHS)}.",
-        f"The stock has {'gained' if up else 'lost'} {_pct(rng)} since the start of the year.",
-        f"{co} employs about {rng.randint(1, 90) * 1000} people in {rng.randint(3, 40)} countries.",
-    ])
+    closing = rng.choice(
+        [
+            f"{co} will publish its next results in {rng.choice(MONTHS)}.",
+            f"The stock has {'gained' if up else 'lost'} {_pct(rng)} since the start of the year.",
+            f"{co} employs about {rng.randint(1, 90) * 1000} people in {rng.randint(3, 40)} countries.",
+        ]
+    )
     body = " ".join([opening, *middle[: rng.randint(2, 7)], closing])
     return {"id": f"N{n:05d}", "date": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}", "title": title, "text": body}
 
@@ -106,25 +175,70 @@ def briefs(rng: random.Random, n: int) -> str:
     blocks = []
     for _ in range(n):
         t = rng.choice(_BRIEF)
-        blocks.append(t.format(co=rng.choice(COMPANIES), person=rng.choice(PEOPLE), role=rng.choice(ROLES),
-                               month=rng.choice(MONTHS), place=rng.choice(PLACES), n=rng.randint(2, 60) * 10))
+        blocks.append(
+            t.format(
+                co=rng.choice(COMPANIES),
+                person=rng.choice(PEOPLE),
+                role=rng.choice(ROLES),
+                month=rng.choice(MONTHS),
+                place=rng.choice(PLACES),
+                n=rng.randint(2, 60) * 10,
+            )
+        )
     return "\n\n".join(blocks) + "\n"
 
 
 # (low, high) score ranges and event phrases; classes follow the default thresholds
 _EVENTS = {
-    (0.6, 0.95): ["posts record quarterly profit", "raises full-year guidance sharply", "beats profit forecasts by a wide margin",
-                  "shares surge after upbeat outlook", "wins its largest contract ever", "doubles its dividend"],
-    (0.12, 0.45): ["reports modest rise in sales", "nudges up its revenue forecast", "wins small supply contract",
-                   "sees slight improvement in margins", "edges ahead of market expectations", "adds a few new customers"],
-    (-0.04, 0.04): ["to publish results on Thursday", "appoints new chief financial officer", "holds annual meeting",
-                    "completes previously announced share buyback", "moves headquarters within the city", "confirms board composition"],
-    (-0.45, -0.12): ["reports small dip in sales", "trims its outlook slightly", "faces minor delays at plant",
-                     "misses forecasts by a narrow margin", "sees margins ease a little", "loses a small customer"],
-    (-0.95, -0.6): ["swings to heavy loss", "cuts guidance as demand collapses", "shares plunge after profit warning",
-                    "announces thousands of job cuts", "suspends its dividend", "faces fraud investigation"],
+    (0.6, 0.95): [
+        "posts record quarterly profit",
+        "raises full-year guidance sharply",
+        "beats profit forecasts by a wide margin",
+        "shares surge after upbeat outlook",
+        "wins its largest contract ever",
+        "doubles its dividend",
+    ],
+    (0.12, 0.45): [
+        "reports modest rise in sales",
+        "nudges up its revenue forecast",
+        "wins small supply contract",
+        "sees slight improvement in margins",
+        "edges ahead of market expectations",
+        "adds a few new customers",
+    ],
+    (-0.04, 0.04): [
+        "to publish results on Thursday",
+        "appoints new chief financial officer",
+        "holds annual meeting",
+        "completes previously announced share buyback",
+        "moves headquarters within the city",
+        "confirms board composition",
+    ],
+    (-0.45, -0.12): [
+        "reports small dip in sales",
+        "trims its outlook slightly",
+        "faces minor delays at plant",
+        "misses forecasts by a narrow margin",
+        "sees margins ease a little",
+        "loses a small customer",
+    ],
+    (-0.95, -0.6): [
+        "swings to heavy loss",
+        "cuts guidance as demand collapses",
+        "shares plunge after profit warning",
+        "announces thousands of job cuts",
+        "suspends its dividend",
+        "faces fraud investigation",
+    ],
 }
-_TAILS = ["", " in {place}", " amid weak {product} market", " as {product} prices shift", " in {quarter} update", " despite currency swings"]
+_TAILS = [
+    "",
+    " in {place}",
+    " amid weak {product} market",
+    " as {product} prices shift",
+    " in {quarter} update",
+    " despite currency swings",
+]
 
 
 def sentiment_rows(rng: random.Random, n: int) -> list[dict[str, str]]:
@@ -133,7 +247,8 @@ def sentiment_rows(rng: random.Random, n: int) -> list[dict[str, str]]:
     while len(rows) < n:
         lo, hi = rng.choice(ranges)
         text = f"{rng.choice(COMPANIES)} {rng.choice(_EVENTS[(lo, hi)])}" + rng.choice(_TAILS).format(
-            place=rng.choice(PLACES), product=rng.choice(PRODUCTS), quarter=rng.choice(QUARTERS))
+            place=rng.choice(PLACES), product=rng.choice(PRODUCTS), quarter=rng.choice(QUARTERS)
+        )
         if text in seen:
             continue
         seen.add(text)
@@ -173,8 +288,14 @@ def ner_sentences(rng: random.Random, n_docs: int) -> list[list[tuple[str, str]]
                     for j, tok in enumerate(_tokens(name)):
                         tagged.append((tok, f"{'B' if j == 0 else 'I'}-{etype}"))
                 else:
-                    filled = piece.format(role=rng.choice(ROLES), money=_money(rng), month=rng.choice(MONTHS),
-                                          n=rng.randint(2, 90) * 100, product=rng.choice(PRODUCTS), quarter=rng.choice(QUARTERS))
+                    filled = piece.format(
+                        role=rng.choice(ROLES),
+                        money=_money(rng),
+                        month=rng.choice(MONTHS),
+                        n=rng.randint(2, 90) * 100,
+                        product=rng.choice(PRODUCTS),
+                        quarter=rng.choice(QUARTERS),
+                    )
                     tagged.extend((tok, "O") for tok in _tokens(filled))
             key = tuple(tok for tok, _ in tagged)
             if key not in seen:  # a repeated sentence would leak across splits

@@ -33,8 +33,9 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def training_arguments(cfg: Any, output_dir: Path, *, label_names: list[str], bf16: bool,
-                       max_steps: int | None = None, save: bool = True) -> TrainingArguments:
+def training_arguments(
+    cfg: Any, output_dir: Path, *, label_names: list[str], bf16: bool, max_steps: int | None = None, save: bool = True
+) -> TrainingArguments:
     """cfg is a PretrainTrain-like section (learning_rate, batch_size, ...)."""
     fused = cfg.fused_adamw
     return TrainingArguments(
@@ -67,7 +68,6 @@ def training_arguments(cfg: Any, output_dir: Path, *, label_names: list[str], bf
         disable_tqdm=not os.isatty(2),
         # gloo for multi-process CPU runs (torchrun / accelerate launch); NCCL is the GPU default
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
-
     )
 
 
@@ -76,8 +76,11 @@ def resume_point(output_dir: Path) -> str | None:
     checkpoint cut short by a kill has none and is passed over."""
     if not output_dir.is_dir():
         return None
-    done = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-            and p.name.removeprefix("checkpoint-").isdigit()]
+    done = [
+        p
+        for p in output_dir.glob("checkpoint-*")
+        if (p / "trainer_state.json").is_file() and p.name.removeprefix("checkpoint-").isdigit()
+    ]
     if not done:
         return None
     return str(max(done, key=lambda p: int(p.name.removeprefix("checkpoint-"))))
@@ -86,13 +89,13 @@ def resume_point(output_dir: Path) -> str | None:
 def dvclive_callback(live_dir: Path, resume: bool) -> Any:
     """Loss/learning-rate curves as dvclive TSVs (declared as DVC plots); rank 0 only."""
     from dvclive import Live
-    from transformers.integrations import DVCLiveCallback
-
     from scmrepo.exceptions import SCMError
+    from transformers.integrations import DVCLiveCallback
 
     try:
         live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
     except SCMError as err:  # dvclive reads the git revision; an empty repo has none
-        raise UserError(f"dvclive: {err}: commit once (git add -A && git commit) so the training curves can be "
-                        f"recorded") from None
+        raise UserError(
+            f"dvclive: {err}: commit once (git add -A && git commit) so the training curves can be recorded"
+        ) from None
     return DVCLiveCallback(live=live)

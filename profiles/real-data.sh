@@ -2,6 +2,7 @@
 # Ingest + validate the real data sets with profiles/real.yaml, reading them where they lie.
 #   FINPIPE_DATA  folder holding the data sets (default ../shared/data)
 #   REAL_OUT      where outputs go (default data/work/real)
+#   REAL_PRETRAIN 1 = also run domain-adaptive pretraining (MiniLM on Reuters-21578, ~30 min)
 set -euo pipefail
 DATA="${FINPIPE_DATA:-../shared/data}"
 OUT="${REAL_OUT:-data/work/real}"
@@ -16,4 +17,9 @@ for kind in corpus sentiment ner; do
   finpipe validate "$kind" --params "$PARAMS" --input "$OUT/ingested/$kind" --output "$OUT/clean/$kind" \
     --quarantine "$OUT/quarantine/$kind" --reports "$OUT/reports/validation"
 done
+if [ "${REAL_PRETRAIN:-0}" = "1" ]; then
+  finpipe pretrain --params "$PARAMS" --corpus "$OUT/clean/corpus/corpus.parquet" --output "$OUT/models/adapted" \
+    --metrics "$OUT/reports/pretrain/metrics.json" --live "$OUT/reports/pretrain/live" \
+    --checkpoints "$OUT/checkpoints/pretrain" --cache "$OUT/cache/pretrain"
+fi
 echo "real-data: reports in $OUT/reports"

@@ -57,7 +57,11 @@ def run_corpus(cfg: CorpusIngest, root: Path, out_dir: Path) -> dict[str, Any]:
     }
     log.info(
         "corpus: %d documents read, %d kept, %d exact duplicates dropped, %d empty, %d sentences in %.1f s",
-        stats.documents_read, stats.documents_kept, stats.duplicate_documents, stats.empty_documents, stats.sentences,
+        stats.documents_read,
+        stats.documents_kept,
+        stats.duplicate_documents,
+        stats.empty_documents,
+        stats.sentences,
         time.perf_counter() - t0,
     )
     return metrics
@@ -72,8 +76,9 @@ def _text_key(text: object) -> str:
     return normalise(text).casefold() if isinstance(text, str) else f"\x00{id(text)}"
 
 
-def _carve(frame: pd.DataFrame, given: set[str], groups: list[str], labels: list[str] | None, seed: int,
-           dev: float, test: float) -> pd.Series:
+def _carve(
+    frame: pd.DataFrame, given: set[str], groups: list[str], labels: list[str] | None, seed: int, dev: float, test: float
+) -> pd.Series:
     """Splits for rows of the 'train' file, carving out the splits the source does not bring."""
     dev = 0.0 if "dev" in given else dev
     test = 0.0 if "test" in given else test
@@ -98,8 +103,13 @@ def ingest_sentiment_dataset(root: Path, name: str, spec: SentimentDataset, seed
     to_split = df["split"].isin(["all", "train"])
     sub = df[to_split]
     df.loc[to_split, "split"] = _carve(
-        sub, set(files) - {"all"}, [_text_key(t) for t in sub["text"]],
-        [str(x) for x in sub["label"]], seed, spec.dev_fraction, spec.test_fraction,
+        sub,
+        set(files) - {"all"},
+        [_text_key(t) for t in sub["text"]],
+        [str(x) for x in sub["label"]],
+        seed,
+        spec.dev_fraction,
+        spec.test_fraction,
     )
     df["dataset"] = name
     return df
@@ -143,8 +153,12 @@ def run_sentiment(cfg: SentimentIngest, root: Path, out_dir: Path) -> dict[str, 
         for name, spec in cfg.datasets.items():
             df = ingest_sentiment_dataset(root, name, spec, cfg.seed)
             df.to_parquet(tmp / f"{name}.parquet", index=False)
-            meta = {"labels": spec.label_set, "ordered": spec.ordered or spec.label_column is None,
-                    "has_score": spec.score_column is not None, "score_range": list(spec.score_range)}
+            meta = {
+                "labels": spec.label_set,
+                "ordered": spec.ordered or spec.label_column is None,
+                "has_score": spec.score_column is not None,
+                "score_range": list(spec.score_range),
+            }
             write_json(tmp / f"{name}.meta.json", meta)
             label_counts = df["label"].value_counts(dropna=False)
             metrics[name] = {

@@ -41,8 +41,10 @@ def check(cfg: Pretrain, train_docs: list[list[str]], dev_docs: list[list[str]],
         raise UserError(f"{corpus}: no dev documents to evaluate on; raise ingest.corpus.dev_fraction")
     if cfg.data.nsp:
         if sum(len(d) > 1 for d in train_docs) == 0:
-            raise UserError(f"{corpus}: no document has more than one sentence, so NSP has no true continuations; "
-                            f"set pretrain.data.nsp: false for MLM only")
+            raise UserError(
+                f"{corpus}: no document has more than one sentence, so NSP has no true continuations; "
+                f"set pretrain.data.nsp: false for MLM only"
+            )
         if len(train_docs) < 2:
             raise UserError(f"{corpus}: NSP needs at least two train documents for NotNext pairs")
     if cfg.model.base == "scratch":
@@ -50,7 +52,9 @@ def check(cfg: Pretrain, train_docs: list[list[str]], dev_docs: list[list[str]],
     else:
         limit = AutoConfig.from_pretrained(resolve(cfg.model.base)).max_position_embeddings
     if cfg.data.max_seq_length > limit:
-        raise UserError(f"pretrain.data.max_seq_length: {cfg.data.max_seq_length} is above the model's limit of {limit} positions")
+        raise UserError(
+            f"pretrain.data.max_seq_length: {cfg.data.max_seq_length} is above the model's limit of {limit} positions"
+        )
 
 
 def _warm_up_heads(model: Any, cfg: Pretrain, train_ds: Any, collator: Any, work: Path, bf16: bool, labels: list[str]) -> None:
@@ -59,16 +63,18 @@ def _warm_up_heads(model: Any, cfg: Pretrain, train_ds: Any, collator: Any, work
     frozen = [p for n, p in model.named_parameters() if n.startswith("bert.") and p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
-    args = training_arguments(cfg.train, work / "head-warmup", label_names=labels, bf16=bf16,
-                              max_steps=cfg.model.head_warmup_steps, save=False)
+    args = training_arguments(
+        cfg.train, work / "head-warmup", label_names=labels, bf16=bf16, max_steps=cfg.model.head_warmup_steps, save=False
+    )
     Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator).train()
     for p in frozen:
         p.requires_grad_(True)
     log.info("head warm-up: %d steps with the encoder frozen", cfg.model.head_warmup_steps)
 
 
-def run(cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_dir: Path, checkpoints: Path,
-        cache: Path) -> dict[str, Any]:
+def run(
+    cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_dir: Path, checkpoints: Path, cache: Path
+) -> dict[str, Any]:
     if not corpus.is_file():
         raise UserError(f"{corpus}: clean corpus not found; run the validate@corpus stage first")
     train_docs, dev_docs = read_documents(corpus, "train"), read_documents(corpus, "dev")
@@ -76,18 +82,38 @@ def run(cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_
     bf16 = use_bf16(cfg.train.bf16)
     set_seed(cfg.train.seed)  # new heads / a scratch model start from the same weights every run
     corpus_fp = fingerprint(corpus)
-    model, tokenizer, new_weights = load_base(cfg.model, (s for d in train_docs for s in d),
-                                              cache / f"tokenizer-{fingerprint(corpus_fp, dataclasses.asdict(cfg.model))}")
-    added = extend_vocab(model, tokenizer, (s for d in train_docs for s in d), cfg.model.extend_vocab) if cfg.model.extend_vocab else []
+    model, tokenizer, new_weights = load_base(
+        cfg.model,
+        (s for d in train_docs for s in d),
+        cache / f"tokenizer-{fingerprint(corpus_fp, dataclasses.asdict(cfg.model))}",
+    )
+    added = (
+        extend_vocab(model, tokenizer, (s for d in train_docs for s in d), cfg.model.extend_vocab)
+        if cfg.model.extend_vocab
+        else []
+    )
 
     tok_fp = tokenizer_fingerprint(tokenizer)
     data_cfg = dataclasses.asdict(cfg.data)
-    train_ds = cached_examples(train_docs, tokenizer, cfg.data, seed=cfg.data.seed, cache_dir=cache,
-                               key=f"train-{fingerprint(corpus_fp, tok_fp, data_cfg)}")
+    train_ds = cached_examples(
+        train_docs,
+        tokenizer,
+        cfg.data,
+        seed=cfg.data.seed,
+        cache_dir=cache,
+        key=f"train-{fingerprint(corpus_fp, tok_fp, data_cfg)}",
+    )
     collator = PretrainCollator(tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask)
-    eval_ds = cached_examples(dev_docs, tokenizer, cfg.data, seed=cfg.data.seed + 1, cache_dir=cache,
-                              key=f"eval-{fingerprint(corpus_fp, tok_fp, data_cfg)}", limit=cfg.data.max_eval_examples,
-                              premask=collator)
+    eval_ds = cached_examples(
+        dev_docs,
+        tokenizer,
+        cfg.data,
+        seed=cfg.data.seed + 1,
+        cache_dir=cache,
+        key=f"eval-{fingerprint(corpus_fp, tok_fp, data_cfg)}",
+        limit=cfg.data.max_eval_examples,
+        premask=collator,
+    )
     labels = ["labels", "next_sentence_label"] if cfg.data.nsp else ["labels"]
     if not cfg.data.nsp:
         train_ds = train_ds.remove_columns([c for c in train_ds.column_names if c == "next_sentence_label"])

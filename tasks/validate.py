@@ -32,8 +32,9 @@ def _text_key(text: object) -> str | None:
 
 def validate_sentiment(df: pd.DataFrame, meta: dict[str, Any], cfg: Validate) -> Outcome:
     df = df.assign(_text_key=[_text_key(t) for t in df["text"]], score=df["score"].astype(float))
-    schema = sentiment_schema(meta["labels"], tuple(meta["score_range"]), cfg.sentiment.min_chars,
-                              cfg.sentiment.max_chars, meta["has_score"])
+    schema = sentiment_schema(
+        meta["labels"], tuple(meta["score_range"]), cfg.sentiment.min_chars, cfg.sentiment.max_chars, meta["has_score"]
+    )
     return apply(schema, df)
 
 
@@ -97,8 +98,9 @@ def _run_sets(kind: str, cfg: Validate, in_dir: Path, out_dir: Path, quarantine_
             passed.to_parquet(tmp / f"{name}.parquet", index=False)
             shutil.copy(in_dir / f"{name}.meta.json", tmp / f"{name}.meta.json")
             write_quarantine(qtmp / f"{name}.jsonl", outcome.quarantined)
-            log.info("%s/%s: %d rows in, %d passed, %d quarantined", kind, name, len(df), len(outcome.passed),
-                     len(outcome.quarantined))
+            log.info(
+                "%s/%s: %d rows in, %d passed, %d quarantined", kind, name, len(df), len(outcome.passed), len(outcome.quarantined)
+            )
     write_report(report_dir, kind, summaries)
     _enforce(kind, summaries)
     return metrics(summaries)

@@ -43,8 +43,16 @@ def corpus(root: Path, sources: list[dict[str, Any]], validate: dict[str, Any] |
     stats = CorpusStats()
     batches = []
     for src in spec.sources:
-        batches += list(sentence_batches(read_corpus(root, src), stats, seed=spec.seed, dev_fraction=spec.dev_fraction,
-                                         markup=spec.strip_markup, batch_rows=spec.chunk_rows))
+        batches += list(
+            sentence_batches(
+                read_corpus(root, src),
+                stats,
+                seed=spec.seed,
+                dev_fraction=spec.dev_fraction,
+                markup=spec.strip_markup,
+                batch_rows=spec.chunk_rows,
+            )
+        )
     df = pa.Table.from_batches(batches).to_pandas()
     outcome = validate_corpus(df, parse(Validate, validate or {}))
     assert len(outcome.passed) + len(outcome.quarantined) == len(df)

@@ -68,8 +68,10 @@ def test_undecodable_bytes_in_streamed_corpus(tmp_path):
 
 def test_fpb_latin1_detected_and_line_without_at(tmp_path):
     (tmp_path / "fpb.txt").write_bytes(
-        "Profit rose in Espoo, Finland .@positive\nNo separator on this line\nSales fell at M\xe4ntt\xe4 .@negative\n"
-        .encode("latin-1"))
+        "Profit rose in Espoo, Finland .@positive\nNo separator on this line\nSales fell at M\xe4ntt\xe4 .@negative\n".encode(
+            "latin-1"
+        )
+    )
     df, outcome = sentiment(tmp_path / "fpb.txt", labels=["negative", "neutral", "positive"])
     assert "Mänttä" in df.loc[2, "text"]
     assert reasons(outcome) == [["no '@' separating sentence and label"]]
@@ -88,8 +90,9 @@ def test_label_not_in_set(tmp_path):
     assert reasons(outcome) == [["label not in ['negative', 'neutral', 'positive']"]]
 
 
-@pytest.mark.parametrize(("score", "reason"), [("1.7", "score outside [-1.0, 1.0]"), ("abc", "score 'abc' is not a number"),
-                                               ("", "score is missing")])
+@pytest.mark.parametrize(
+    ("score", "reason"), [("1.7", "score outside [-1.0, 1.0]"), ("abc", "score 'abc' is not a number"), ("", "score is missing")]
+)
 def test_bad_scores(tmp_path, score, reason):
     (tmp_path / "s.csv").write_text(f"text,score\nProfit rose sharply,0.8\nSomething odd,{score}\n")
     df, outcome = sentiment(tmp_path / "s.csv", label_column=None, score_column="score")
@@ -101,8 +104,17 @@ def test_score_derives_ordered_classes(tmp_path):
     rows = "\n".join(f"headline {i},{s}" for i, s in enumerate([-0.9, -0.5, -0.2, -0.05, 0.0, 0.05, 0.3, 0.5, 0.51]))
     (tmp_path / "s.csv").write_text("text,score\n" + rows + "\n")
     df, _ = sentiment(tmp_path / "s.csv", label_column=None, score_column="score")
-    assert list(df["label"]) == ["strongly negative", "strongly negative", "mildly negative", "mildly negative",
-                                 "neutral", "neutral", "mildly positive", "mildly positive", "strongly positive"]
+    assert list(df["label"]) == [
+        "strongly negative",
+        "strongly negative",
+        "mildly negative",
+        "mildly negative",
+        "neutral",
+        "neutral",
+        "mildly positive",
+        "mildly positive",
+        "strongly positive",
+    ]
 
 
 def test_conll_wrong_column_count(tmp_path):
@@ -151,8 +163,9 @@ def test_one_megabyte_single_line(tmp_path):
 
 
 def test_duplicate_ids_keep_first(tmp_path):
-    (tmp_path / "s.jsonl").write_text('{"id": 1, "text": "Profit rose", "label": "positive"}\n'
-                                      '{"id": 1, "text": "Profit fell", "label": "negative"}\n')
+    (tmp_path / "s.jsonl").write_text(
+        '{"id": 1, "text": "Profit rose", "label": "positive"}\n{"id": 1, "text": "Profit fell", "label": "negative"}\n'
+    )
     _, outcome = sentiment(tmp_path / "s.jsonl", id_column="id", labels=["negative", "positive"])
     assert reasons(outcome) == [["duplicate id"]]
     assert outcome.quarantined.iloc[0]["origin"].endswith("s.jsonl:line 2")
@@ -192,7 +205,10 @@ def test_params_unknown_key(tmp_path, repo):
     path = _params(tmp_path, repo, lambda d: d["ingest"]["corpus"].update(dev_fractoin=0.2))
     with pytest.raises(UserError) as err:
         load_params(path)
-    assert one_line(err) == f"{path}: ingest.corpus.dev_fractoin: unknown key (check the spelling; see params.yaml in the repo for every key)"
+    assert (
+        one_line(err)
+        == f"{path}: ingest.corpus.dev_fractoin: unknown key (check the spelling; see params.yaml in the repo for every key)"
+    )
 
 
 def test_params_wrong_type(tmp_path, repo):

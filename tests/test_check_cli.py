@@ -38,7 +38,7 @@ def test_check_ner_and_corpus_formats(tmp_path, capsys):
 
 
 def test_check_score_file(tmp_path):
-    (tmp_path / "h.json").write_text(json.dumps([{"title": "Norvik soars", "sentiment": 0.8},
-                                                 {"title": "Castellan slips", "sentiment": -0.2}]))
-    assert main(["check", "sentiment", str(tmp_path / "h.json"), "--text-column", "title",
-                 "--score-column", "sentiment"]) == 0
+    (tmp_path / "h.json").write_text(
+        json.dumps([{"title": "Norvik soars", "sentiment": 0.8}, {"title": "Castellan slips", "sentiment": -0.2}])
+    )
+    assert main(["check", "sentiment", str(tmp_path / "h.json"), "--text-column", "title", "--score-column", "sentiment"]) == 0

@@ -25,8 +25,9 @@ def _sh(cmd: list[str], cwd: Path) -> str:
 def copy_repo(dst: Path) -> Path:
     """The committed and untracked-but-not-ignored files of the repo, as a new git repo."""
     repo = Path(__file__).resolve().parents[1]
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in files:
         if rel == "dvc.lock" or not (repo / rel).is_file():
             continue

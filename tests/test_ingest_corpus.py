@@ -11,7 +11,11 @@ from tasks.ingest import run_corpus
 DOCS = [
     {"id": "a", "date": "2026-01-02", "text": "<p>Norvik Inc. rose 5.5 pct.</p> Sales fell. Outlook is &amp; stays weak."},
     {"id": "b", "date": "2026-01-03", "text": "Castellan Bank hired staff. It opened in Oslo."},
-    {"id": "c", "date": "2026-01-04", "text": "Castellan Bank hired staff.   It opened in Oslo."},  # duplicate after normalisation
+    {
+        "id": "c",
+        "date": "2026-01-04",
+        "text": "Castellan Bank hired staff.   It opened in Oslo.",
+    },  # duplicate after normalisation
     {"id": "d", "date": "2026-01-05", "text": "   "},
 ]
 
@@ -19,8 +23,13 @@ DOCS = [
 def _expect(df: pd.DataFrame, stats) -> None:
     assert stats.documents_read == 4 and stats.documents_kept == 2
     assert stats.duplicate_documents == 1 and stats.empty_documents == 1
-    assert list(df["text"]) == ["Norvik Inc. rose 5.5 pct.", "Sales fell.", "Outlook is & stays weak.",
-                                "Castellan Bank hired staff.", "It opened in Oslo."]
+    assert list(df["text"]) == [
+        "Norvik Inc. rose 5.5 pct.",
+        "Sales fell.",
+        "Outlook is & stays weak.",
+        "Castellan Bank hired staff.",
+        "It opened in Oslo.",
+    ]
     assert list(df["sent_idx"]) == [0, 1, 2, 0, 1]
     assert list(df["doc_id"]) == ["src:a"] * 3 + ["src:b"] * 2
 
@@ -39,8 +48,11 @@ def test_tabular_formats(tmp_path, fmt):
         path.write_text(json.dumps(DOCS))
     else:
         frame.to_parquet(path)
-    df, outcome, stats = corpus(tmp_path, [{"name": "src", "path": path.name, "id_column": "id", "date_column": "date"}],
-                                validate={"corpus": {"min_chars": 3}})
+    df, outcome, stats = corpus(
+        tmp_path,
+        [{"name": "src", "path": path.name, "id_column": "id", "date_column": "date"}],
+        validate={"corpus": {"min_chars": 3}},
+    )
     _expect(df, stats)
     assert list(df["date"]) == ["2026-01-02"] * 3 + ["2026-01-03"] * 2
     assert len(outcome.quarantined) == 0
@@ -81,8 +93,11 @@ RESERVES....644 vs.....1,337
 def test_reuters_sgml(tmp_path):
     (tmp_path / "reut2-000.sgm").write_bytes(SGML.encode("latin-1"))
     df, outcome, stats = corpus(tmp_path, [{"name": "r", "path": ".", "format": "reuters_sgml"}])
-    assert list(df["text"]) == ["NORVIK NVK PROFIT UP", "Norvik Holdings said profit rose 12 pct.",
-                                "Sales were 5.93 mln dlrs & rising."]
+    assert list(df["text"]) == [
+        "NORVIK NVK PROFIT UP",
+        "Norvik Holdings said profit rose 12 pct.",
+        "Sales were 5.93 mln dlrs & rising.",
+    ]
     assert set(df["doc_id"]) == {"r:7"} and df["date"].iloc[0] == "26-FEB-1987 15:01:01.79"
     assert stats.documents_read == 2 and stats.empty_documents == 1
     df, _, stats = corpus(tmp_path, [{"name": "r", "path": ".", "include_unprocessed": True}])  # auto-detected
@@ -92,8 +107,9 @@ def test_reuters_sgml(tmp_path):
 def test_run_corpus_streams_in_row_groups_and_splits_by_document(tmp_path):
     rows = [{"id": i, "text": f"Doc {i} first sentence. Doc {i} second sentence."} for i in range(200)]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    cfg = parse(CorpusIngest, {"sources": [{"name": "d", "path": "d.jsonl", "id_column": "id"}], "chunk_rows": 50,
-                               "dev_fraction": 0.2})
+    cfg = parse(
+        CorpusIngest, {"sources": [{"name": "d", "path": "d.jsonl", "id_column": "id"}], "chunk_rows": 50, "dev_fraction": 0.2}
+    )
     metrics = run_corpus(cfg, tmp_path, tmp_path / "out")
     pf = pq.ParquetFile(tmp_path / "out" / "corpus.parquet")
     assert pf.metadata.num_row_groups == 8 and pf.metadata.num_rows == 400 == metrics["sentences"]

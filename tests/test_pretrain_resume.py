@@ -23,16 +23,27 @@ def test_kill_then_dvc_repro_resumes_to_the_same_result(tmp_path):
     ws = copy_repo(tmp_path / "repo")
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["pretrain"] = {
-        "model": {"base": "scratch", "vocab_size": 1500, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                  "intermediate_size": 64},
+        "model": {
+            "base": "scratch",
+            "vocab_size": 1500,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
         "data": {"max_seq_length": 48, "max_eval_examples": 64},
-        "train": {"max_steps": 150, "batch_size": 8, "save_steps": 10, "logging_steps": 10, "learning_rate": 5e-4,
-                  "bf16": False},
+        "train": {"max_steps": 150, "batch_size": 8, "save_steps": 10, "logging_steps": 10, "learning_rate": 5e-4, "bf16": False},
     }
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dvc", "repro", "pretrain"], cwd=ws, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "pretrain"],
+        cwd=ws,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ckpts = ws / "data/work/checkpoints/pretrain"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

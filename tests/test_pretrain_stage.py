@@ -18,8 +18,14 @@ from tasks import ingest, pretrain, validate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
-    "model": {"base": "scratch", "vocab_size": 1500, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "intermediate_size": 64},
+    "model": {
+        "base": "scratch",
+        "vocab_size": 1500,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
     "data": {"max_seq_length": 48, "max_eval_examples": 64},
     "train": {"max_steps": 6, "batch_size": 8, "save_steps": 2, "logging_steps": 2, "learning_rate": 1e-3, "bf16": False},
 }
@@ -35,8 +41,9 @@ def clean_corpus(tmp_path_factory) -> Path:
 
 
 def _run(tmp: Path, corpus: Path, cfg: dict) -> dict:
-    return pretrain.run(parse(Pretrain, cfg), corpus, tmp / "model", tmp / "metrics.json", tmp / "live", tmp / "ckpt",
-                        tmp / "cache")
+    return pretrain.run(
+        parse(Pretrain, cfg), corpus, tmp / "model", tmp / "metrics.json", tmp / "live", tmp / "ckpt", tmp / "cache"
+    )
 
 
 def test_pretrain_tiny_scratch(tmp_path, clean_corpus):
@@ -60,17 +67,23 @@ def test_pretrain_tiny_scratch(tmp_path, clean_corpus):
 
 
 def test_mlm_only_whole_word_and_extend_vocab(tmp_path, clean_corpus):
-    cfg = {**TINY, "data": {**TINY["data"], "nsp": False, "whole_word_mask": True},
-           "model": {**TINY["model"], "extend_vocab": 5, "vocab_size": 300}}
+    cfg = {
+        **TINY,
+        "data": {**TINY["data"], "nsp": False, "whole_word_mask": True},
+        "model": {**TINY["model"], "extend_vocab": 5, "vocab_size": 300},
+    }
     metrics = _run(tmp_path, clean_corpus, cfg)
     assert "nsp_accuracy" not in metrics["adapted"] and metrics["added_words"] == 5
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"data": {"max_seq_length": 1024}}, "pretrain.data.max_seq_length: 1024 is above the model's limit of 512 positions"),
-    ({"model": {"base": "./no/such/model"}}, "pretrain.model.base: ./no/such/model: no such model directory"),
-    ({"model": {"base": "package:not_a_package/model"}}, "Python package 'not_a_package' is not installed"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": {"max_seq_length": 1024}}, "pretrain.data.max_seq_length: 1024 is above the model's limit of 512 positions"),
+        ({"model": {"base": "./no/such/model"}}, "pretrain.model.base: ./no/such/model: no such model directory"),
+        ({"model": {"base": "package:not_a_package/model"}}, "Python package 'not_a_package' is not installed"),
+    ],
+)
 def test_bad_params_stop_before_training(tmp_path, clean_corpus, change, message):
     cfg = {k: {**TINY[k], **change.get(k, {})} for k in TINY}
     with pytest.raises(UserError) as err:
@@ -79,10 +92,13 @@ def test_bad_params_stop_before_training(tmp_path, clean_corpus, change, message
     assert not (tmp_path / "model").exists()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"train": {"learning_rate": -1e-4}}, "pretrain.train.learning_rate: Input should be greater than 0"),
-    ({"data": {"mlm_probability": 1.5}}, "pretrain.data.mlm_probability: Input should be less than 1"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train": {"learning_rate": -1e-4}}, "pretrain.train.learning_rate: Input should be greater than 0"),
+        ({"data": {"mlm_probability": 1.5}}, "pretrain.data.mlm_probability: Input should be less than 1"),
+    ],
+)
 def test_bad_param_values(change, message):
     cfg = {k: {**TINY[k], **change.get(k, {})} for k in TINY}
     with pytest.raises(UserError) as err:
@@ -94,8 +110,9 @@ def test_nsp_needs_multi_sentence_documents(tmp_path):
     import pandas as pd
 
     corpus = tmp_path / "corpus.parquet"
-    pd.DataFrame({"doc_id": ["a", "b"], "sent_idx": [0, 0], "text": ["One sentence.", "Another one."],
-                  "split": ["train", "dev"]}).to_parquet(corpus)
+    pd.DataFrame(
+        {"doc_id": ["a", "b"], "sent_idx": [0, 0], "text": ["One sentence.", "Another one."], "split": ["train", "dev"]}
+    ).to_parquet(corpus)
     with pytest.raises(UserError) as err:
         _run(tmp_path, corpus, TINY)
     assert "no document has more than one sentence" in str(err.value) and "pretrain.data.nsp: false" in str(err.value)
@@ -106,10 +123,32 @@ def test_two_processes_gloo(tmp_path, clean_corpus):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["pretrain"] = TINY
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m",
-           "finpipe.cli", "pretrain", "--params", str(tmp_path / "params.yaml"), "--corpus", str(clean_corpus),
-           "--output", str(tmp_path / "model"), "--metrics", str(tmp_path / "m.json"), "--live", str(tmp_path / "live"),
-           "--checkpoints", str(tmp_path / "ckpt"), "--cache", str(tmp_path / "cache")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "finpipe.cli",
+        "pretrain",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--corpus",
+        str(clean_corpus),
+        "--output",
+        str(tmp_path / "model"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+        "--live",
+        str(tmp_path / "live"),
+        "--checkpoints",
+        str(tmp_path / "ckpt"),
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]

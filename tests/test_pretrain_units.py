@@ -30,8 +30,11 @@ def _segments(ex: dict) -> tuple[list[int], list[int]]:
 
 def test_pairs_are_true_continuations_or_from_another_document():
     docs = _docs(20, 8)
-    examples = list(build_examples(docs, max_seq_length=32, short_seq_probability=0.0, nsp=True, nsp_probability=0.5,
-                                   dupe_factor=1, seed=1, sp=SP))
+    examples = list(
+        build_examples(
+            docs, max_seq_length=32, short_seq_probability=0.0, nsp=True, nsp_probability=0.5, dupe_factor=1, seed=1, sp=SP
+        )
+    )
     assert examples and all(len(e["input_ids"]) <= 32 for e in examples)
     labels = [e["next_sentence_label"] for e in examples]
     assert 0.3 < sum(labels) / len(labels) < 0.7
@@ -49,15 +52,19 @@ def test_pairs_are_true_continuations_or_from_another_document():
 
 def test_single_sentence_documents_give_only_notnext():
     docs = [[[1, 2, 3]], [[4, 5, 6]], [[7, 8, 9]]]
-    ex = list(document_examples(docs, 0, max_seq_length=16, short_seq_probability=0.0, nsp=True, nsp_probability=0.0,
-                                rng=random.Random(0), sp=SP))
+    ex = list(
+        document_examples(
+            docs, 0, max_seq_length=16, short_seq_probability=0.0, nsp=True, nsp_probability=0.0, rng=random.Random(0), sp=SP
+        )
+    )
     assert len(ex) == 1 and ex[0]["next_sentence_label"] == 1
 
 
 def test_long_pairs_are_truncated_to_max_length():
     docs = _docs(3, 4, sent_len=40)
-    for e in build_examples(docs, max_seq_length=24, short_seq_probability=0.0, nsp=True, nsp_probability=0.5,
-                            dupe_factor=2, seed=0, sp=SP):
+    for e in build_examples(
+        docs, max_seq_length=24, short_seq_probability=0.0, nsp=True, nsp_probability=0.5, dupe_factor=2, seed=0, sp=SP
+    ):
         assert len(e["input_ids"]) <= 24
 
 
@@ -103,10 +110,17 @@ def test_whole_word_masking_masks_all_pieces(tokenizer):
 
 def test_collator_pads_dynamically_and_keeps_premasked_labels(tokenizer):
     collator = PretrainCollator(tokenizer, pad_to_multiple_of=8)
-    batch = collator([{"input_ids": [2, 7, 8, 3], "token_type_ids": [0, 0, 0, 0], "labels": [-100, 7, -100, -100],
-                       "next_sentence_label": 1},
-                      {"input_ids": [2, 9, 3], "token_type_ids": [0, 0, 0], "labels": [-100, -100, 9],
-                       "next_sentence_label": 0}])
+    batch = collator(
+        [
+            {
+                "input_ids": [2, 7, 8, 3],
+                "token_type_ids": [0, 0, 0, 0],
+                "labels": [-100, 7, -100, -100],
+                "next_sentence_label": 1,
+            },
+            {"input_ids": [2, 9, 3], "token_type_ids": [0, 0, 0], "labels": [-100, -100, 9], "next_sentence_label": 0},
+        ]
+    )
     assert batch["input_ids"].shape == (2, 8)
     assert batch["labels"].tolist()[1] == [-100, -100, 9] + [-100] * 5
     assert batch["attention_mask"].sum().item() == 7 and batch["next_sentence_label"].tolist() == [1, 0]

@@ -16,15 +16,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory, repo_root=Path(__file__).resolve().parents[1]):
+def real_run(tmp_path_factory):
+    repo_root = Path(__file__).resolve().parents[1]
     data = Path(os.environ.get("FINPIPE_DATA", repo_root.parent / "shared" / "data"))
     if not data.is_dir():
         pytest.skip(f"real data not found at {data} (set FINPIPE_DATA)")
     out = tmp_path_factory.mktemp("real")
-    env = {**os.environ, "FINPIPE_DATA": str(data), "REAL_OUT": str(out),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "profiles/real-data.sh"], cwd=repo_root, env=env, capture_output=True, text=True,
-                          timeout=900)
+    env = {
+        **os.environ,
+        "FINPIPE_DATA": str(data),
+        "REAL_OUT": str(out),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.run(["bash", "profiles/real-data.sh"], cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

@@ -2,12 +2,14 @@ from finpipe.text import normalise, split_sentences, strip_markup
 
 
 def test_split_keeps_abbreviations_numbers_and_order():
-    text = ("Norvik Inc. said profit rose 5.93 mln dlrs. Sales in the U.S. fell 2.5 pct. "
-            "J. Smith, chief executive, said: \"We are pleased.\" Shares rose! Why? Because.")
+    text = (
+        "Norvik Inc. said profit rose 5.93 mln dlrs. Sales in the U.S. fell 2.5 pct. "
+        'J. Smith, chief executive, said: "We are pleased." Shares rose! Why? Because.'
+    )
     assert split_sentences(text) == [
         "Norvik Inc. said profit rose 5.93 mln dlrs.",
         "Sales in the U.S. fell 2.5 pct.",
-        "J. Smith, chief executive, said: \"We are pleased.\"",
+        'J. Smith, chief executive, said: "We are pleased."',
         "Shares rose!",
         "Why?",
         "Because.",

@@ -11,8 +11,19 @@ def _ingest(tmp_path, lines: list[str]):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "fpb.txt").write_text("\n".join(lines) + "\n")
-    cfg = parse(SentimentIngest, {"datasets": {"fpb": {"path": "fpb.txt", "labels": ["negative", "neutral", "positive"],
-                                                        "dev_fraction": 0.2, "test_fraction": 0.2}}})
+    cfg = parse(
+        SentimentIngest,
+        {
+            "datasets": {
+                "fpb": {
+                    "path": "fpb.txt",
+                    "labels": ["negative", "neutral", "positive"],
+                    "dev_fraction": 0.2,
+                    "test_fraction": 0.2,
+                }
+            }
+        },
+    )
     ingest.run_sentiment(cfg, raw, tmp_path / "ingested")
     return tmp_path / "ingested"
 
@@ -22,8 +33,9 @@ def test_writes_clean_quarantine_and_report(tmp_path):
     lines[10] = "no separator here"
     lines += ["Same text twice .@positive", "Same text twice .@positive"]  # groups never straddle splits
     ingested = _ingest(tmp_path, lines)
-    metrics = validate.run_sentiment(parse(Validate, {"max_bad_fraction": 0.05}), ingested, tmp_path / "clean",
-                                     tmp_path / "q", tmp_path / "reports")
+    metrics = validate.run_sentiment(
+        parse(Validate, {"max_bad_fraction": 0.05}), ingested, tmp_path / "clean", tmp_path / "q", tmp_path / "reports"
+    )
     assert metrics == {"fpb": {"rows_in": 202, "rows_passed": 201, "rows_quarantined": 1, "bad_fraction": 0.00495}}
     report = json.loads((tmp_path / "reports" / "sentiment.json").read_text())
     assert report["datasets"]["fpb"]["checks"] == {"unparsable row": 1}
@@ -56,8 +68,18 @@ def test_leak_between_user_splits_is_quarantined(tmp_path):
     raw.mkdir()
     (raw / "train.csv").write_text("text,label\nProfit rose,positive\nSales fell,negative\n")
     (raw / "test.csv").write_text("text,label\nprofit  ROSE,positive\nCosts rose,negative\n")
-    cfg = parse(SentimentIngest, {"datasets": {"s": {"splits": {"train": "train.csv", "test": "test.csv"},
-                                                      "labels": ["negative", "positive"], "dev_fraction": 0.0}}})
+    cfg = parse(
+        SentimentIngest,
+        {
+            "datasets": {
+                "s": {
+                    "splits": {"train": "train.csv", "test": "test.csv"},
+                    "labels": ["negative", "positive"],
+                    "dev_fraction": 0.0,
+                }
+            }
+        },
+    )
     ingest.run_sentiment(cfg, raw, tmp_path / "ingested")
     with pytest.raises(ValidationFailed):
         validate.run_sentiment(parse(Validate, {}), tmp_path / "ingested", tmp_path / "c", tmp_path / "q", tmp_path / "r")

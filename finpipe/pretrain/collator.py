@@ -16,8 +16,9 @@ IGNORE = -100
 
 
 class PretrainCollator:
-    def __init__(self, tokenizer: Any, mlm_probability: float = 0.15, whole_word_mask: bool = False,
-                 pad_to_multiple_of: int | None = 8) -> None:
+    def __init__(
+        self, tokenizer: Any, mlm_probability: float = 0.15, whole_word_mask: bool = False, pad_to_multiple_of: int | None = 8
+    ) -> None:
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)

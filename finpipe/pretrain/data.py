@@ -26,8 +26,9 @@ def read_documents(corpus: Path, split: str) -> list[list[str]]:
     """Sentences per document, in document and sentence order, for one split."""
     table = pq.read_table(corpus, columns=["doc_id", "sent_idx", "text", "split"], filters=[("split", "==", split)])
     docs: dict[str, list[tuple[int, str]]] = {}
-    for doc_id, idx, text in zip(table["doc_id"].to_pylist(), table["sent_idx"].to_pylist(), table["text"].to_pylist(),
-                                 strict=True):
+    for doc_id, idx, text in zip(
+        table["doc_id"].to_pylist(), table["sent_idx"].to_pylist(), table["text"].to_pylist(), strict=True
+    ):
         docs.setdefault(doc_id, []).append((idx, text))
     return [[t for _, t in sorted(sents)] for sents in docs.values()]
 
@@ -37,7 +38,7 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer: Any) -> list[li
     ids = tokenizer(flat, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
     out, k = [], 0
     for d in docs:
-        out.append(ids[k: k + len(d)])
+        out.append(ids[k : k + len(d)])
         k += len(d)
     return out
 
@@ -58,8 +59,17 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return fingerprint(tokenizer.backend_tokenizer.to_str(), tokenizer.get_added_vocab())
 
 
-def cached_examples(docs: Sequence[Sequence[str]], tokenizer: Any, cfg: PretrainData, *, seed: int, cache_dir: Path,
-                    key: str, limit: int | None = None, premask: PretrainCollator | None = None) -> datasets.Dataset:
+def cached_examples(
+    docs: Sequence[Sequence[str]],
+    tokenizer: Any,
+    cfg: PretrainData,
+    *,
+    seed: int,
+    cache_dir: Path,
+    key: str,
+    limit: int | None = None,
+    premask: PretrainCollator | None = None,
+) -> datasets.Dataset:
     """Build (or load from cache_dir/key) the examples as an Arrow dataset.
 
     With `premask`, masking is applied once with a fixed generator, so every evaluation (the
@@ -71,9 +81,18 @@ def cached_examples(docs: Sequence[Sequence[str]], tokenizer: Any, cfg: Pretrain
         return datasets.load_from_disk(str(path))
     sp = Specials(cls=tokenizer.cls_token_id, sep=tokenizer.sep_token_id)
     tokens = tokenize_documents(docs, tokenizer)
-    examples = list(build_examples(tokens, max_seq_length=cfg.max_seq_length, short_seq_probability=cfg.short_seq_probability,
-                                   nsp=cfg.nsp, nsp_probability=cfg.nsp_probability, dupe_factor=cfg.dupe_factor,
-                                   seed=seed, sp=sp))
+    examples = list(
+        build_examples(
+            tokens,
+            max_seq_length=cfg.max_seq_length,
+            short_seq_probability=cfg.short_seq_probability,
+            nsp=cfg.nsp,
+            nsp_probability=cfg.nsp_probability,
+            dupe_factor=cfg.dupe_factor,
+            seed=seed,
+            sp=sp,
+        )
+    )
     if limit is not None:
         examples = examples[:limit]
     if premask is not None:

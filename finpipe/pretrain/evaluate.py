@@ -31,8 +31,12 @@ def evaluate(model: Any, dataset: Any, collator: Any, batch_size: int, bf16: boo
             n_pairs += batch["next_sentence_label"].numel()
     model.train(was_training)
     mlm_loss = loss_sum / max(n_masked, 1)
-    metrics = {"mlm_loss": round(mlm_loss, 5), "perplexity": round(math.exp(min(mlm_loss, 50.0)), 4),
-               "masked_accuracy": round(correct / max(n_masked, 1), 5), "masked_tokens": int(n_masked)}
+    metrics = {
+        "mlm_loss": round(mlm_loss, 5),
+        "perplexity": round(math.exp(min(mlm_loss, 50.0)), 4),
+        "masked_accuracy": round(correct / max(n_masked, 1), 5),
+        "masked_tokens": int(n_masked),
+    }
     if n_pairs:
         metrics["nsp_accuracy"] = round(nsp_correct / n_pairs, 5)
     return metrics

@@ -26,8 +26,9 @@ class PretrainOutput(ModelOutput):
 
 
 class MaskedOnlyBertForPreTraining(BertForPreTraining):
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                next_sentence_label=None, **kwargs) -> PretrainOutput:
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None, **kwargs
+    ) -> PretrainOutput:
         out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True)
         loss = mlm_logits = mlm_loss = nsp_loss = None
         if labels is not None:
@@ -35,12 +36,12 @@ class MaskedOnlyBertForPreTraining(BertForPreTraining):
             mlm_logits = self.cls.predictions(out.last_hidden_state[selected])
             # the loss in fp32: bf16 log-softmax over 30k classes loses precision; a batch
             # without masked tokens contributes zero (not NaN)
-            mlm_loss = (F.cross_entropy(mlm_logits.float(), labels[selected]) if selected.any()
-                        else mlm_logits.sum() * 0.0)
+            mlm_loss = F.cross_entropy(mlm_logits.float(), labels[selected]) if selected.any() else mlm_logits.sum() * 0.0
             loss = mlm_loss
         nsp_logits = self.cls.seq_relationship(out.pooler_output)
         if next_sentence_label is not None:
             nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
             loss = nsp_loss if loss is None else loss + nsp_loss
-        return PretrainOutput(loss=loss, mlm_logits=mlm_logits, seq_relationship_logits=nsp_logits,
-                              mlm_loss=mlm_loss, nsp_loss=nsp_loss)
+        return PretrainOutput(
+            loss=loss, mlm_logits=mlm_logits, seq_relationship_logits=nsp_logits, mlm_loss=mlm_loss, nsp_loss=nsp_loss
+        )

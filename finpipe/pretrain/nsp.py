@@ -45,8 +45,17 @@ def _example(a: list[int], b: list[int], is_random_next: int | None, sp: Special
     return ex
 
 
-def document_examples(docs: Sequence[Document], index: int, *, max_seq_length: int, short_seq_probability: float,
-                      nsp: bool, nsp_probability: float, rng: random.Random, sp: Specials) -> Iterator[dict]:
+def document_examples(
+    docs: Sequence[Document],
+    index: int,
+    *,
+    max_seq_length: int,
+    short_seq_probability: float,
+    nsp: bool,
+    nsp_probability: float,
+    rng: random.Random,
+    sp: Specials,
+) -> Iterator[dict]:
     document = docs[index]
     max_tokens = max_seq_length - (3 if nsp else 2)
     target = max_tokens
@@ -76,7 +85,7 @@ def document_examples(docs: Sequence[Document], index: int, *, max_seq_length: i
                             if other != index:
                                 break
                         rand_doc = docs[other]
-                        for sentence in rand_doc[rng.randint(0, len(rand_doc) - 1):]:
+                        for sentence in rand_doc[rng.randint(0, len(rand_doc) - 1) :]:
                             b.extend(sentence)
                             if len(b) >= target_b:
                                 break
@@ -92,14 +101,30 @@ def document_examples(docs: Sequence[Document], index: int, *, max_seq_length: i
         i += 1
 
 
-def build_examples(docs: Sequence[Document], *, max_seq_length: int, short_seq_probability: float, nsp: bool,
-                   nsp_probability: float, dupe_factor: int, seed: int, sp: Specials) -> Iterator[dict]:
+def build_examples(
+    docs: Sequence[Document],
+    *,
+    max_seq_length: int,
+    short_seq_probability: float,
+    nsp: bool,
+    nsp_probability: float,
+    dupe_factor: int,
+    seed: int,
+    sp: Specials,
+) -> Iterator[dict]:
     """All examples of a corpus; deterministic for a given seed. Documents are kept in input
     order within each dupe pass (the training sampler shuffles)."""
     rng = random.Random(seed)
     for _ in range(dupe_factor):
         for index in range(len(docs)):
             if docs[index]:
-                yield from document_examples(docs, index, max_seq_length=max_seq_length,
-                                             short_seq_probability=short_seq_probability, nsp=nsp,
-                                             nsp_probability=nsp_probability, rng=rng, sp=sp)
+                yield from document_examples(
+                    docs,
+                    index,
+                    max_seq_length=max_seq_length,
+                    short_seq_probability=short_seq_probability,
+                    nsp=nsp,
+                    nsp_probability=nsp_probability,
+                    rng=rng,
+                    sp=sp,
+                )

@@ -121,8 +121,13 @@ def _cell(value: object) -> str | None:
 
 
 def _tabular(path: Path, fmt: str, spec: CorpusSource) -> Iterator[RawDoc]:
-    wanted = {"text_column": spec.text_column, "id_column": spec.id_column, "date_column": spec.date_column,
-              "source_column": spec.source_column, "title_column": spec.title_column}
+    wanted = {
+        "text_column": spec.text_column,
+        "id_column": spec.id_column,
+        "date_column": spec.date_column,
+        "source_column": spec.source_column,
+        "title_column": spec.title_column,
+    }
 
     def check(columns: list[str]) -> None:
         for param, col in wanted.items():
@@ -144,8 +149,13 @@ def _tabular(path: Path, fmt: str, spec: CorpusSource) -> Iterator[RawDoc]:
 
     def csv_records() -> Iterator[tuple[str, dict]]:
         reader = pd.read_csv(
-            path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False, na_filter=False,
-            chunksize=_TAB_CHUNK, encoding=resolve_encoding(path, spec.encoding),
+            path,
+            sep="," if fmt == "csv" else "\t",
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            chunksize=_TAB_CHUNK,
+            encoding=resolve_encoding(path, spec.encoding),
         )
         first = True
         try:
@@ -203,7 +213,9 @@ def _tabular(path: Path, fmt: str, spec: CorpusSource) -> Iterator[RawDoc]:
         for i, rec in enumerate(data):
             yield f"record {i + 1}", rec
 
-    source = {"csv": csv_records, "tsv": csv_records, "parquet": parquet_records, "jsonl": jsonl_records, "json": json_records}[fmt]
+    source = {"csv": csv_records, "tsv": csv_records, "parquet": parquet_records, "jsonl": jsonl_records, "json": json_records}[
+        fmt
+    ]
     yield from _guard_decode(path, spec, rows(source()))
 
 

@@ -11,7 +11,15 @@ import pandas as pd
 
 from finpipe.errors import UserError
 
-TABULAR = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+TABULAR = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
 
 
 def require_file(path: Path) -> Path:
@@ -35,7 +43,7 @@ def require_dir(path: Path) -> Path:
 def undecodable(path: Path, data: bytes, err: UnicodeDecodeError, encoding: str) -> UserError:
     line = data.count(b"\n", 0, err.start) + 1
     return UserError(
-        f"{path}: line {line}: bytes {data[err.start:err.start + 4]!r} are not valid {encoding}; "
+        f"{path}: line {line}: bytes {data[err.start : err.start + 4]!r} are not valid {encoding}; "
         f"set 'encoding' (e.g. latin-1) for this input"
     )
 
@@ -81,8 +89,7 @@ def read_text(path: Path, encoding: str = "auto") -> str:
 
 def iter_lines(path: Path, encoding: str = "auto") -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline)."""
-    for i, line in enumerate(read_text(path, encoding).splitlines(), start=1):
-        yield i, line
+    yield from enumerate(read_text(path, encoding).splitlines(), start=1)
 
 
 def detect_format(path: Path, allowed: dict[str, str]) -> str:
@@ -106,8 +113,11 @@ def read_table(path: Path, fmt: str, encoding: str = "auto") -> pd.DataFrame:
             from io import StringIO
 
             return pd.read_csv(
-                StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str,
-                keep_default_na=False, na_filter=False,
+                StringIO(text),
+                sep="," if fmt == "csv" else "\t",
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
             )
         if fmt == "jsonl":
             return pd.DataFrame(_json_lines(path, text))
@@ -152,6 +162,4 @@ def require_columns(path: Path, df: pd.DataFrame, columns: dict[str, str | None]
     """columns: param name -> column name (None = not used)."""
     for param, col in columns.items():
         if col is not None and col not in df.columns:
-            raise UserError(
-                f"{path}: no column {col!r} (param {param}); columns are {list(map(str, df.columns))}"
-            )
+            raise UserError(f"{path}: no column {col!r} (param {param}); columns are {list(map(str, df.columns))}")

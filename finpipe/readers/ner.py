@@ -62,7 +62,9 @@ def _conll(path: Path, spec: NerDataset, name: str) -> pd.DataFrame:
         if width is None:
             width = len(cols)
             if width not in (2, 4):
-                raise UserError(f"{path}: line {lineno}: {width} columns; CoNLL input needs 2 (token tag) or 4 (token pos chunk tag)")
+                raise UserError(
+                    f"{path}: line {lineno}: {width} columns; CoNLL input needs 2 (token tag) or 4 (token pos chunk tag)"
+                )
         if len(cols) != width:
             error = error or f"line {lineno}: {len(cols)} columns, expected {width}"
             continue
@@ -95,8 +97,17 @@ def _finer_csv(path: Path, spec: NerDataset, name: str) -> pd.DataFrame:
             sent_no = int(sent_idx)
         except ValueError:
             sent_no, error = len(rows), error or f"line {group.index[0] + 2}: sent_idx {sent_idx!r} is not an integer"
-        rows.append((f"{name}:{doc_idx}:{sent_idx}", f"{name}:doc{doc_idx}", sent_no, list(group["gold_token"]), tags,
-                     f"{path}:line {group.index[0] + 2}", error))
+        rows.append(
+            (
+                f"{name}:{doc_idx}:{sent_idx}",
+                f"{name}:doc{doc_idx}",
+                sent_no,
+                list(group["gold_token"]),
+                tags,
+                f"{path}:line {group.index[0] + 2}",
+                error,
+            )
+        )
     if not rows:
         raise UserError(f"{path}: no sentences found")
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -65,8 +65,16 @@ def _table(path: Path, fmt: str, spec: SentimentDataset, name: str) -> pd.DataFr
     df = read_table(path, fmt, spec.encoding)
     if df.empty:
         raise UserError(f"{path}: no data rows")
-    require_columns(path, df, {"text_column": spec.text_column, "label_column": spec.label_column,
-                               "score_column": spec.score_column, "id_column": spec.id_column})
+    require_columns(
+        path,
+        df,
+        {
+            "text_column": spec.text_column,
+            "label_column": spec.label_column,
+            "score_column": spec.score_column,
+            "id_column": spec.id_column,
+        },
+    )
     loc = "line" if fmt == "jsonl" else "row"
     origins = [f"{path}:{loc} {i + 1}" for i in range(len(df))]
     texts = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in df[spec.text_column]]
@@ -74,8 +82,10 @@ def _table(path: Path, fmt: str, spec: SentimentDataset, name: str) -> pd.DataFr
     errors: list[str | None] = [None] * len(df)
     labels: list[str | None] = [None] * len(df)
     if spec.label_column:
-        labels = [None if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "" else str(v).strip()
-                  for v in df[spec.label_column]]
+        labels = [
+            None if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "" else str(v).strip()
+            for v in df[spec.label_column]
+        ]
     scores = [np.nan] * len(df)
     if spec.score_column:
         for i, v in enumerate(df[spec.score_column]):
