@@ -35,7 +35,10 @@ def read_documents(corpus: Path, split: str) -> list[list[str]]:
 
 def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer: Any) -> list[list[list[int]]]:
     flat = [s for d in docs for s in d]
-    ids = tokenizer(flat, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    # sentences longer than the model are fine here: NSP pairs are truncated to max_seq_length
+    ids = tokenizer(flat, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False)[
+        "input_ids"
+    ]
     out, k = [], 0
     for d in docs:
         out.append(ids[k : k + len(d)])
