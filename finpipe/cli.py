@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from finpipe.atomic import write_json
 from finpipe.errors import UserError
@@ -25,6 +26,7 @@ def _setup_logging(verbose: bool) -> None:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,6 +71,50 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         Path(args.checkpoints),
         Path(args.cache),
     )
+    return 0
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. pretrain.train.max_steps=200")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _prefect_env() -> None:
+    import os
+
+    # the temporary server of Prefect's ephemeral mode needs longer than its 20 s default on a
+    # busy 2-core machine; analytics off
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _cmd_flow(args: argparse.Namespace) -> int:
+    _prefect_env()
+    from flows.pipeline import pipeline
+
+    state = pipeline(overrides=_overrides(args.set), stages=args.stages or None, force=args.force, retries=args.retries,
+                     project_dir=args.project_dir, return_state=True)
+    if state.is_failed():
+        print(f"finpipe flow: failed: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    _prefect_env()
+    from flows.pipeline import serve
+
+    params: dict[str, Any] = {"project_dir": str(Path(args.project_dir).resolve()), "retries": args.retries}
+    if args.set:
+        params["overrides"] = _overrides(args.set)
+    serve(args.name, args.cron, params)
     return 0
 
 
@@ -126,6 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", required=True, help="checkpoint folder kept across runs (resume)")
     p.add_argument("--cache", required=True, help="Arrow cache of the built examples")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("flow", help="run the pipeline as a Prefect flow (one task per DVC stage)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override (repeatable)")
+    p.add_argument("--stages", nargs="*", help="only these stages (and what they depend on)")
+    p.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+    p.add_argument("--retries", type=int, default=2, help="retries after a transient stage failure")
+    p.add_argument("--project-dir", default=".")
+    p.set_defaults(func=_cmd_flow)
+
+    p = sub.add_parser("serve", help="register a scheduled Prefect deployment of the flow and serve it")
+    p.add_argument("--cron", default=None, help='cron schedule, e.g. "0 2 * * *" (none: runs only when triggered)')
+    p.add_argument("--name", default="scheduled")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--retries", type=int, default=2)
+    p.add_argument("--project-dir", default=".")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("check", help="validate one file without running the pipeline (exit 0 pass, 1 fail, 2 unusable)")
     p.add_argument("kind", choices=KINDS)

@@ -1,0 +1,159 @@
+"""The Prefect flow: the DVC stages in dependency order, one Prefect task each.
+
+DVC decides what is stale (the graph comes from dvc.yaml, never a copy of it); Prefect adds
+the UI, logs per stage, retries of transient failures, schedules and artifacts. Params
+overrides are applied the DVC way (hydra-style `key=value` on params.yaml, as `dvc exp run
+-S` does), the run is recorded as a DVC experiment named after the flow run, and params.yaml
+is restored afterwards.
+
+Stages run one after another: `dvc repro` holds a repository lock, so two stages of one
+workspace cannot run at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.logging import get_run_logger
+
+from tasks.dvc_stage import _env, dvc_bin, run_stage
+
+
+def stage_plan(root: Path, selected: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """(stage, metric files) in dependency order; a selection brings its upstream stages.
+
+    A selection names stages (`validate@ner`) or foreach groups (`validate`).
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges: stage -> the stage it depends on
+        names = {s: s.addressing for s in graph.nodes}
+        if selected:
+            unknown = [x for x in selected if not any(n == x or n.split("@")[0] == x for n in names.values())]
+            if unknown:
+                raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {sorted(names.values())}")
+            wanted = {s for s, n in names.items() if n in selected or n.split("@")[0] in selected}
+            keep = set(wanted)
+            for s in wanted:
+                keep |= nx.descendants(graph, s)
+            graph = graph.subgraph(keep)
+        order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: names[s])
+        return [(names[s], [os.path.relpath(m.fs_path, root) for m in s.metrics]) for s in order]
+
+
+def upstream_stages(root: Path, stages: list[str]) -> dict[str, set[str]]:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        by_name = {s.addressing: s for s in graph.nodes}
+        return {name: {d.addressing for d in nx.descendants(graph, by_name[name])} for name in stages}
+
+
+@contextlib.contextmanager
+def params_overrides(root: Path, overrides: dict[str, Any] | None) -> Iterator[None]:
+    """Apply `{"pretrain.train.max_steps": 200}`-style overrides to params.yaml with DVC's own
+    hydra override code (what `dvc exp run -S` uses), and restore the file afterwards."""
+    if not overrides:
+        yield
+        return
+    from dvc.utils.hydra import apply_overrides
+
+    params = root / "params.yaml"
+    original = params.read_bytes()
+    items = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+    try:
+        apply_overrides(str(params), items)
+        yield
+    finally:
+        params.write_bytes(original)
+
+
+def stale_stages(root: Path) -> set[str] | None:
+    """Stages `dvc status` reports as changed (one dvc call for the whole graph, instead of
+    one `dvc repro` per up-to-date stage). None when dvc status itself fails."""
+    proc = subprocess.run([dvc_bin(), "status", "--json"], cwd=root, env=_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    try:
+        return set(json.loads(proc.stdout or "{}"))
+    except json.JSONDecodeError:
+        return None
+
+
+def record_experiment(root: Path, name: str) -> str | None:
+    """`dvc exp save`: params, metrics and outputs of this run as a named DVC experiment."""
+    proc = subprocess.run([dvc_bin(), "exp", "save", "--name", name, "--force"], cwd=root, env=_env(),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        get_run_logger().warning("dvc exp save failed: %s", (proc.stderr or proc.stdout).strip().splitlines()[-1:])
+        return None
+    return name
+
+
+def publish_validation_counts(root: Path, plan: list[tuple[str, list[str]]]) -> int:
+    rows = []
+    for stage, metric_files in plan:
+        if not stage.startswith("validate"):
+            continue
+        for rel in metric_files:
+            path = root / rel
+            if path.is_file():
+                for dataset, m in json.loads(path.read_text()).items():
+                    rows.append({"stage": stage, "dataset": dataset, **m})
+    if rows:
+        create_table_artifact(key="validation-counts", table=rows,
+                              description="Rows in / passed / quarantined per input, from the validate stages")
+    return len(rows)
+
+
+@flow(name="finbert-pipeline", log_prints=True)
+def pipeline(overrides: dict[str, Any] | None = None, stages: list[str] | None = None, force: bool = False,
+             retries: int = 2, project_dir: str | None = None, record: bool = True) -> dict[str, str]:
+    """Run the DVC pipeline stage by stage.
+
+    overrides: params overrides, e.g. {"pretrain.train.max_steps": 200}
+    stages: only these stages (names or foreach groups) and what they depend on
+    force: rerun even when DVC says the stage is up to date
+    retries: retries of a stage after a transient failure (deterministic ones fail at once)
+    project_dir: the repository (default: the working directory)
+    record: save the run as a DVC experiment named after the flow run
+    """
+    from prefect.runtime import flow_run
+
+    logger = get_run_logger()
+    root = Path(project_dir or os.getcwd()).resolve()
+    plan = stage_plan(root, stages)
+    logger.info("stages: %s", ", ".join(s for s, _ in plan))
+    outcome: dict[str, str] = {}
+    with params_overrides(root, overrides):
+        stale = None if force else stale_stages(root)
+        upstream = upstream_stages(root, [s for s, _ in plan])
+        stage_task = run_stage.with_options(retries=retries)
+        for stage, metric_files in plan:
+            # DVC's own verdict, taken once up front, holds until an upstream stage reruns
+            known_fresh = stale is not None and stage not in stale and not any(
+                outcome.get(u) == "ran" for u in upstream[stage])
+            state = stage_task(stage, str(root), force, metric_files, known_fresh, return_state=True)
+            if state.is_failed():
+                state.result()  # raises the stage's error: the flow fails with its message
+            outcome[stage] = "ran" if state.result()["ran"] else "skipped"
+        publish_validation_counts(root, plan)
+        if record and any(v == "ran" for v in outcome.values()):
+            record_experiment(root, flow_run.name or "prefect-run")
+    return outcome
+
+
+def serve(name: str, cron: str | None, parameters: dict[str, Any]) -> None:
+    """Register a deployment (with its cron schedule) and serve it until interrupted."""
+    pipeline.serve(name=name, cron=cron, parameters=parameters)
