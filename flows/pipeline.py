@@ -37,7 +37,7 @@ def stage_plan(root: Path, selected: list[str] | None = None) -> list[tuple[str,
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges: stage -> the stage it depends on
-        names = {s: s.addressing for s in graph.nodes}
+        names = {s: s.name for s in graph.nodes}
         if selected:
             unknown = [x for x in selected if not any(n == x or n.split("@")[0] == x for n in names.values())]
             if unknown:
@@ -56,8 +56,8 @@ def upstream_stages(root: Path, stages: list[str]) -> dict[str, set[str]]:
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph
-        by_name = {s.addressing: s for s in graph.nodes}
-        return {name: {d.addressing for d in nx.descendants(graph, by_name[name])} for name in stages}
+        by_name = {s.name: s for s in graph.nodes}
+        return {name: {d.name for d in nx.descendants(graph, by_name[name])} for name in stages}
 
 
 @contextlib.contextmanager
@@ -119,13 +119,15 @@ def publish_validation_counts(root: Path, plan: list[tuple[str, list[str]]]) -> 
 
 @flow(name="finbert-pipeline", log_prints=True)
 def pipeline(overrides: dict[str, Any] | None = None, stages: list[str] | None = None, force: bool = False,
-             retries: int = 2, project_dir: str | None = None, record: bool = True) -> dict[str, str]:
+             retries: int = 2, retry_delay_seconds: float = 10.0, project_dir: str | None = None,
+             record: bool = True) -> dict[str, str]:
     """Run the DVC pipeline stage by stage.
 
     overrides: params overrides, e.g. {"pretrain.train.max_steps": 200}
     stages: only these stages (names or foreach groups) and what they depend on
     force: rerun even when DVC says the stage is up to date
     retries: retries of a stage after a transient failure (deterministic ones fail at once)
+    retry_delay_seconds: first retry delay; each further retry waits twice as long
     project_dir: the repository (default: the working directory)
     record: save the run as a DVC experiment named after the flow run
     """
@@ -139,7 +141,8 @@ def pipeline(overrides: dict[str, Any] | None = None, stages: list[str] | None =
     with params_overrides(root, overrides):
         stale = None if force else stale_stages(root)
         upstream = upstream_stages(root, [s for s, _ in plan])
-        stage_task = run_stage.with_options(retries=retries)
+        stage_task = run_stage.with_options(
+            retries=retries, retry_delay_seconds=[retry_delay_seconds * 2**i for i in range(max(retries, 1))])
         for stage, metric_files in plan:
             # DVC's own verdict, taken once up front, holds until an upstream stage reruns
             known_fresh = stale is not None and stage not in stale and not any(

@@ -1,0 +1,146 @@
+"""The Prefect flow on the embedded default (with a 2-layer pretraining model), under
+prefect_test_harness: task per stage, skip on a second run, a deterministic failure fails the
+flow with the stage's message and is not retried, a transient failure is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from test_dvc_pipeline import copy_repo
+
+pytestmark = pytest.mark.slow
+
+TINY_PRETRAIN = {
+    "model": {"base": "scratch", "vocab_size": 1500, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 64},
+    "data": {"max_seq_length": 48, "max_eval_examples": 64},
+    "train": {"max_steps": 6, "batch_size": 8, "save_steps": 3, "logging_steps": 3, "bf16": False},
+}
+STAGES = ["ingest@corpus", "ingest@ner", "ingest@sentiment", "pretrain", "validate@corpus", "validate@ner",
+          "validate@sentiment"]
+
+
+def tiny_workspace(dst: Path) -> Path:
+    ws = copy_repo(dst)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["pretrain"] = TINY_PRETRAIN
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "tiny"], cwd=ws, check=True)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, harness) -> Path:
+    return tiny_workspace(tmp_path_factory.mktemp("flow") / "repo")
+
+
+async def _task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+async def _artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_runs_every_stage_then_skips_them(ws):
+    from flows.pipeline import pipeline
+
+    state = pipeline(project_dir=str(ws), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == dict.fromkeys(STAGES, "ran")
+    runs = asyncio.run(_task_runs(state.state_details.flow_run_id))
+    assert sorted(r.name for r in runs) == STAGES and all(r.state.is_completed() for r in runs)
+    counts = asyncio.run(_artifact("validation-counts"))
+    assert counts and "headlines" in str(counts[0].data)
+    assert asyncio.run(_artifact("metrics-pretrain"))
+
+    again = pipeline(project_dir=str(ws), return_state=True)
+    assert again.result() == dict.fromkeys(STAGES, "skipped")
+    runs = asyncio.run(_task_runs(again.state_details.flow_run_id))
+    assert {r.state.name for r in runs} == {"Skipped"}
+
+
+def test_deterministic_failure_fails_fast_with_the_stage_message(ws):
+    from flows.pipeline import pipeline
+
+    params_before = (ws / "params.yaml").read_text()
+    state = pipeline(project_dir=str(ws), overrides={"ingest.corpus.dev_fraction": "lots"}, retries=3,
+                     retry_delay_seconds=0.1, return_state=True)
+    assert state.is_failed()
+    assert "ingest.corpus.dev_fraction: Input should be a valid number" in state.message
+    runs = asyncio.run(_task_runs(state.state_details.flow_run_id))
+    failed = [r for r in runs if r.state.is_failed()]
+    assert [r.name for r in failed] == ["ingest@corpus"] and failed[0].run_count == 1  # no retry
+    assert (ws / "params.yaml").read_text() == params_before  # overrides are undone
+
+
+def test_transient_failure_is_retried(ws, monkeypatch):
+    import subprocess
+
+    import tasks.dvc_stage as dvc_stage
+    from flows.pipeline import pipeline
+
+    real_popen = subprocess.Popen
+    calls = {"n": 0}
+
+    def flaky(cmd, *args, **kwargs):
+        if "repro" in cmd and calls["n"] == 0:
+            calls["n"] += 1
+            raise OSError("simulated: worker lost")
+        return real_popen(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(dvc_stage.subprocess, "Popen", flaky)
+    state = pipeline(project_dir=str(ws), stages=["validate@ner"], force=True, retries=2, retry_delay_seconds=0.1,
+                     return_state=True, record=False)
+    assert state.is_completed(), state.message
+    runs = {r.name: r for r in asyncio.run(_task_runs(state.state_details.flow_run_id))}
+    assert set(runs) == {"ingest@ner", "validate@ner"}  # a selection brings its upstream
+    assert runs["ingest@ner"].run_count == 2 and calls["n"] == 1
+
+
+def test_overrides_are_recorded_as_a_dvc_experiment(ws):
+    import subprocess
+
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import pipeline
+
+    state = pipeline(project_dir=str(ws), overrides={"ingest.ner.seed": 7}, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["ingest@ner"] == "ran" and state.result()["validate@ner"] == "ran"
+
+    async def name():
+        async with get_client() as client:
+            return (await client.read_flow_run(state.state_details.flow_run_id)).name
+
+    run_name = asyncio.run(name())
+    dvc = str(Path(os.sys.executable).parent / "dvc")
+    listed = subprocess.run([dvc, "exp", "list", "--name-only"], cwd=ws, capture_output=True, text=True).stdout.split()
+    assert run_name in listed
+    shown = subprocess.run([dvc, "params", "diff", "HEAD", run_name, "--json"], cwd=ws, capture_output=True, text=True).stdout
+    assert '"ingest.ner.seed"' in shown and '"new": 7' in shown
+    assert "seed: 13" in (ws / "params.yaml").read_text()  # the workspace is back on the committed params
