@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test real-data real-pretrain bench bench-pretrain lint clean
+.PHONY: run test chromium real-data real-pretrain bench bench-pretrain lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -30,8 +30,14 @@ run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 ## make test: every test, slow and real-data ones included (real-data tests skip without ../shared/data)
-test: $(STAMP)
+test: $(STAMP) chromium
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
+
+# Debian's Chromium for the Prefect UI check (installed when missing and we are root)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium not available: the Prefect UI screenshot check will be skipped"
 
 ## make real-data: ingest + validate the real public data sets in ../shared/data (or FINPIPE_DATA)
 FINPIPE_DATA ?= ../shared/data

@@ -99,8 +99,14 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     _prefect_env()
     from flows.pipeline import pipeline
 
-    state = pipeline(overrides=_overrides(args.set), stages=args.stages or None, force=args.force, retries=args.retries,
-                     project_dir=args.project_dir, return_state=True)
+    state = pipeline(
+        overrides=_overrides(args.set),
+        stages=args.stages or None,
+        force=args.force,
+        retries=args.retries,
+        project_dir=args.project_dir,
+        return_state=True,
+    )
     if state.is_failed():
         print(f"finpipe flow: failed: {state.message}", file=sys.stderr)
         return 1

@@ -93,8 +93,9 @@ def stale_stages(root: Path) -> set[str] | None:
 
 def record_experiment(root: Path, name: str) -> str | None:
     """`dvc exp save`: params, metrics and outputs of this run as a named DVC experiment."""
-    proc = subprocess.run([dvc_bin(), "exp", "save", "--name", name, "--force"], cwd=root, env=_env(),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [dvc_bin(), "exp", "save", "--name", name, "--force"], cwd=root, env=_env(), capture_output=True, text=True
+    )
     if proc.returncode != 0:
         get_run_logger().warning("dvc exp save failed: %s", (proc.stderr or proc.stdout).strip().splitlines()[-1:])
         return None
@@ -112,15 +113,22 @@ def publish_validation_counts(root: Path, plan: list[tuple[str, list[str]]]) -> 
                 for dataset, m in json.loads(path.read_text()).items():
                     rows.append({"stage": stage, "dataset": dataset, **m})
     if rows:
-        create_table_artifact(key="validation-counts", table=rows,
-                              description="Rows in / passed / quarantined per input, from the validate stages")
+        create_table_artifact(
+            key="validation-counts", table=rows, description="Rows in / passed / quarantined per input, from the validate stages"
+        )
     return len(rows)
 
 
 @flow(name="finbert-pipeline", log_prints=True)
-def pipeline(overrides: dict[str, Any] | None = None, stages: list[str] | None = None, force: bool = False,
-             retries: int = 2, retry_delay_seconds: float = 10.0, project_dir: str | None = None,
-             record: bool = True) -> dict[str, str]:
+def pipeline(
+    overrides: dict[str, Any] | None = None,
+    stages: list[str] | None = None,
+    force: bool = False,
+    retries: int = 2,
+    retry_delay_seconds: float = 10.0,
+    project_dir: str | None = None,
+    record: bool = True,
+) -> dict[str, str]:
     """Run the DVC pipeline stage by stage.
 
     overrides: params overrides, e.g. {"pretrain.train.max_steps": 200}
@@ -142,11 +150,11 @@ def pipeline(overrides: dict[str, Any] | None = None, stages: list[str] | None =
         stale = None if force else stale_stages(root)
         upstream = upstream_stages(root, [s for s, _ in plan])
         stage_task = run_stage.with_options(
-            retries=retries, retry_delay_seconds=[retry_delay_seconds * 2**i for i in range(max(retries, 1))])
+            retries=retries, retry_delay_seconds=[retry_delay_seconds * 2**i for i in range(max(retries, 1))]
+        )
         for stage, metric_files in plan:
             # DVC's own verdict, taken once up front, holds until an upstream stage reruns
-            known_fresh = stale is not None and stage not in stale and not any(
-                outcome.get(u) == "ran" for u in upstream[stage])
+            known_fresh = stale is not None and stage not in stale and not any(outcome.get(u) == "ran" for u in upstream[stage])
             state = stage_task(stage, str(root), force, metric_files, known_fresh, return_state=True)
             if state.is_failed():
                 state.result()  # raises the stage's error: the flow fails with its message

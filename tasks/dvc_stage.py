@@ -95,15 +95,18 @@ def publish_metrics(stage: str, metric_files: list[Path]) -> int:
         if path.is_file():
             _flatten("", json.loads(path.read_text()), rows)
     if rows:
-        create_table_artifact(key=f"metrics-{artifact_key(stage)}", table=rows,
-                              description=f"Metrics of DVC stage `{stage}` ({', '.join(map(str, metric_files))})")
+        create_table_artifact(
+            key=f"metrics-{artifact_key(stage)}",
+            table=rows,
+            description=f"Metrics of DVC stage `{stage}` ({', '.join(map(str, metric_files))})",
+        )
     return len(rows)
 
 
-@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[5, 20],
-      retry_condition_fn=_retry_transient)
-def run_stage(stage: str, root: str, force: bool = False, metric_files: list[str] | None = None,
-              known_fresh: bool = False) -> Any:
+@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_retry_transient)
+def run_stage(
+    stage: str, root: str, force: bool = False, metric_files: list[str] | None = None, known_fresh: bool = False
+) -> Any:
     """`dvc repro --single-item <stage>` with its output streamed into the Prefect logger.
 
     known_fresh: `dvc status` already said the stage is up to date (and nothing upstream
@@ -119,8 +122,7 @@ def run_stage(stage: str, root: str, force: bool = False, metric_files: list[str
     t0 = time.perf_counter()
     lines: list[str] = []
     try:
-        proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1)
+        proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     except OSError as err:
         raise TransientStageError(f"{stage}: cannot start dvc: {err}") from err
     assert proc.stdout is not None
@@ -136,5 +138,4 @@ def run_stage(stage: str, root: str, force: bool = False, metric_files: list[str
     publish_metrics(stage, [Path(root) / m for m in metric_files or []])
     if not any(line.startswith("Running stage") for line in lines):
         return Completed(name="Skipped", message=f"{stage}: up to date, skipped", data={"stage": stage, "ran": False})
-    return Completed(message=f"{stage}: ran in {seconds:.1f} s", data={"stage": stage, "ran": True,
-                                                                        "seconds": round(seconds, 2)})
+    return Completed(message=f"{stage}: ran in {seconds:.1f} s", data={"stage": stage, "ran": True, "seconds": round(seconds, 2)})

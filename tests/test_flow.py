@@ -15,13 +15,18 @@ from test_dvc_pipeline import copy_repo
 pytestmark = pytest.mark.slow
 
 TINY_PRETRAIN = {
-    "model": {"base": "scratch", "vocab_size": 1500, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "intermediate_size": 64},
+    "model": {
+        "base": "scratch",
+        "vocab_size": 1500,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
     "data": {"max_seq_length": 48, "max_eval_examples": 64},
     "train": {"max_steps": 6, "batch_size": 8, "save_steps": 3, "logging_steps": 3, "bf16": False},
 }
-STAGES = ["ingest@corpus", "ingest@ner", "ingest@sentiment", "pretrain", "validate@corpus", "validate@ner",
-          "validate@sentiment"]
+STAGES = ["ingest@corpus", "ingest@ner", "ingest@sentiment", "pretrain", "validate@corpus", "validate@ner", "validate@sentiment"]
 
 
 def tiny_workspace(dst: Path) -> Path:
@@ -88,8 +93,13 @@ def test_deterministic_failure_fails_fast_with_the_stage_message(ws):
     from flows.pipeline import pipeline
 
     params_before = (ws / "params.yaml").read_text()
-    state = pipeline(project_dir=str(ws), overrides={"ingest.corpus.dev_fraction": "lots"}, retries=3,
-                     retry_delay_seconds=0.1, return_state=True)
+    state = pipeline(
+        project_dir=str(ws),
+        overrides={"ingest.corpus.dev_fraction": "lots"},
+        retries=3,
+        retry_delay_seconds=0.1,
+        return_state=True,
+    )
     assert state.is_failed()
     assert "ingest.corpus.dev_fraction: Input should be a valid number" in state.message
     runs = asyncio.run(_task_runs(state.state_details.flow_run_id))
@@ -114,8 +124,15 @@ def test_transient_failure_is_retried(ws, monkeypatch):
         return real_popen(cmd, *args, **kwargs)
 
     monkeypatch.setattr(dvc_stage.subprocess, "Popen", flaky)
-    state = pipeline(project_dir=str(ws), stages=["validate@ner"], force=True, retries=2, retry_delay_seconds=0.1,
-                     return_state=True, record=False)
+    state = pipeline(
+        project_dir=str(ws),
+        stages=["validate@ner"],
+        force=True,
+        retries=2,
+        retry_delay_seconds=0.1,
+        return_state=True,
+        record=False,
+    )
     assert state.is_completed(), state.message
     runs = {r.name: r for r in asyncio.run(_task_runs(state.state_details.flow_run_id))}
     assert set(runs) == {"ingest@ner", "validate@ner"}  # a selection brings its upstream

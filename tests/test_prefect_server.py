@@ -1,0 +1,167 @@
+"""Integration: a real `prefect server` on a free loopback port, the scheduled deployment
+registered by `finpipe serve --cron`, a run triggered with `prefect deployment run` (as the
+README says), one task run per stage, and the UI's flow-run page rendered by headless
+Chromium, which must name the stages (screenshot kept in test-artifacts/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_flow import STAGES, tiny_workspace
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+ARTIFACTS = Path(os.environ.get("FINPIPE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def _post(url: str, body: dict) -> list:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _wait(what: str, fn, timeout: float):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_UI_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait("the Prefect server", lambda: _get(f"{api}/health"), 180)
+        yield api, env
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def test_deployment_schedule_run_and_ui(tmp_path, server):
+    api, env = server
+    ws = tiny_workspace(tmp_path / "repo")
+    serve_log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen(
+        [str(BIN / "finpipe"), "serve", "--name", "it", "--cron", "0 2 * * *", "--project-dir", str(ws)],
+        cwd=ws,
+        env=env,
+        stdout=serve_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        dep = _wait("the deployment", lambda: _get(f"{api}/deployments/name/finbert-pipeline/it"), 180)
+        assert [s["schedule"]["cron"] for s in dep["schedules"]] == ["0 2 * * *"]
+
+        out = subprocess.run(
+            [str(BIN / "prefect"), "deployment", "run", "finbert-pipeline/it"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+        final = _wait(
+            "the flow run",
+            lambda: (
+                (r := _get(f"{api}/flow_runs/{run_id}"))
+                and r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+                and r
+            ),
+            900,
+        )
+        assert final["state"]["type"] == "COMPLETED", final["state"]
+        runs = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+        assert sorted(r["name"] for r in runs) == STAGES
+        assert all(r["state"]["type"] == "COMPLETED" for r in runs)
+        # the runner reaps the flow-run process after the run reports Completed; stopping it
+        # before that would mark the run Cancelled
+        time.sleep(10)
+    finally:
+        _stop(serve)
+        serve_log.close()
+    assert _get(f"{api}/flow_runs/{run_id}")["state"]["type"] == "COMPLETED"
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (make test installs Debian's chromium when run as root)")
+    ui = api.removesuffix("/api") + f"/runs/flow-run/{run_id}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "prefect-flow-run.png"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=20000",
+    ]
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", ui], capture_output=True, timeout=180, check=True)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", ui], capture_output=True, text=True, timeout=180, check=True).stdout
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    assert "Something went wrong" not in dom and "Completed" in dom
+    for stage in STAGES:
+        assert stage in dom, f"{stage} not on the flow-run page"
