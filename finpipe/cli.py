@@ -125,7 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from finpipe.check import check_file
+    from tasks.check import check_file
 
     summary = check_file(
         args.kind,

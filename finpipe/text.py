@@ -69,3 +69,8 @@ def split_sentences(text: str) -> list[str]:
     if tail:
         sentences.append(tail)
     return sentences
+
+
+def text_key(text: object) -> str | None:
+    """What "identical text" means across splits: normalised and case-folded."""
+    return normalise(text).casefold() if isinstance(text, str) else None

@@ -26,7 +26,7 @@ from finpipe.readers.corpus import read_corpus
 from finpipe.readers.ner import read_ner
 from finpipe.readers.sentiment import read_sentiment
 from finpipe.splits import group_split, stratified_group_split
-from finpipe.text import normalise
+from finpipe.text import normalise, text_key
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ def bin_score(score: float, bins: ScoreBins) -> str:
     return bins.labels[bisect.bisect_left(bins.thresholds, score)]
 
 
-def _text_key(text: object) -> str:
-    return normalise(text).casefold() if isinstance(text, str) else f"\x00{id(text)}"
+def _group_key(i: int, text: object) -> str:
+    """Split group of a row: identical texts stay together; a non-text row is its own group."""
+    return text_key(text) or f"\x00row{i}"
 
 
 def _carve(
@@ -105,7 +106,7 @@ def ingest_sentiment_dataset(root: Path, name: str, spec: SentimentDataset, seed
     df.loc[to_split, "split"] = _carve(
         sub,
         set(files) - {"all"},
-        [_text_key(t) for t in sub["text"]],
+        [_group_key(i, t) for i, t in enumerate(sub["text"])],
         [str(x) for x in sub["label"]],
         seed,
         spec.dev_fraction,

@@ -21,17 +21,13 @@ from finpipe.config import Validate
 from finpipe.errors import UserError, ValidationFailed
 from finpipe.report import metrics, summarise, write_quarantine, write_report
 from finpipe.schemas import Outcome, apply, corpus_schema, ner_schema, sentiment_schema
-from finpipe.text import normalise
+from finpipe.text import text_key
 
 log = logging.getLogger(__name__)
 
 
-def _text_key(text: object) -> str | None:
-    return normalise(text).casefold() if isinstance(text, str) else None
-
-
 def validate_sentiment(df: pd.DataFrame, meta: dict[str, Any], cfg: Validate) -> Outcome:
-    df = df.assign(_text_key=[_text_key(t) for t in df["text"]], score=df["score"].astype(float))
+    df = df.assign(_text_key=[text_key(t) for t in df["text"]], score=df["score"].astype(float))
     schema = sentiment_schema(
         meta["labels"], tuple(meta["score_range"]), cfg.sentiment.min_chars, cfg.sentiment.max_chars, meta["has_score"]
     )

@@ -59,5 +59,29 @@ def corpus(root: Path, sources: list[dict[str, Any]], validate: dict[str, Any] |
     return df, outcome, stats
 
 
+def tiny_pretrain(**train: Any) -> dict[str, Any]:
+    """A 2-layer scratch BERT for a handful of steps: the pretrain section every stage test uses."""
+    return {
+        "model": {
+            "base": "scratch",
+            "vocab_size": 1500,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
+        "data": {"max_seq_length": 48, "max_eval_examples": 64},
+        "train": {
+            "max_steps": 6,
+            "batch_size": 8,
+            "save_steps": 2,
+            "logging_steps": 2,
+            "learning_rate": 1e-3,
+            "bf16": False,
+            **train,
+        },
+    }
+
+
 def reasons(outcome: Outcome) -> list[list[str]]:
     return list(outcome.quarantined["reasons"])

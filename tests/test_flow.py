@@ -10,22 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_pretrain
 from test_dvc_pipeline import copy_repo
 
 pytestmark = pytest.mark.slow
 
-TINY_PRETRAIN = {
-    "model": {
-        "base": "scratch",
-        "vocab_size": 1500,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "data": {"max_seq_length": 48, "max_eval_examples": 64},
-    "train": {"max_steps": 6, "batch_size": 8, "save_steps": 3, "logging_steps": 3, "bf16": False},
-}
+TINY_PRETRAIN = tiny_pretrain(save_steps=3, logging_steps=3, learning_rate=5e-5)
 STAGES = ["ingest@corpus", "ingest@ner", "ingest@sentiment", "pretrain", "validate@corpus", "validate@ner", "validate@sentiment"]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_pretrain
 from test_dvc_pipeline import _sh, copy_repo
 
 pytestmark = pytest.mark.slow
@@ -22,18 +23,7 @@ pytestmark = pytest.mark.slow
 def test_kill_then_dvc_repro_resumes_to_the_same_result(tmp_path):
     ws = copy_repo(tmp_path / "repo")
     params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["pretrain"] = {
-        "model": {
-            "base": "scratch",
-            "vocab_size": 1500,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-        },
-        "data": {"max_seq_length": 48, "max_eval_examples": 64},
-        "train": {"max_steps": 150, "batch_size": 8, "save_steps": 10, "logging_steps": 10, "learning_rate": 5e-4, "bf16": False},
-    }
+    params["pretrain"] = tiny_pretrain(max_steps=150, save_steps=10, logging_steps=10, learning_rate=5e-4)
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(

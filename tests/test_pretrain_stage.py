@@ -11,24 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_pretrain
 
 from finpipe.config import Pretrain, Validate, load_params, parse
 from finpipe.errors import UserError
 from tasks import ingest, pretrain, validate
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "model": {
-        "base": "scratch",
-        "vocab_size": 1500,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "data": {"max_seq_length": 48, "max_eval_examples": 64},
-    "train": {"max_steps": 6, "batch_size": 8, "save_steps": 2, "logging_steps": 2, "learning_rate": 1e-3, "bf16": False},
-}
+TINY = tiny_pretrain()
 
 
 @pytest.fixture(scope="module")
