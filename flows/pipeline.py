@@ -28,8 +28,9 @@ from prefect.logging import get_run_logger
 from tasks.dvc_stage import _env, dvc_bin, run_stage
 
 
-def stage_plan(root: Path, selected: list[str] | None = None) -> list[tuple[str, list[str]]]:
-    """(stage, metric files) in dependency order; a selection brings its upstream stages.
+def stage_plan(root: Path, selected: list[str] | None = None) -> list[tuple[str, list[str], list[str]]]:
+    """(stage, metric files, Markdown report files) in dependency order; a selection brings
+    its upstream stages.
 
     A selection names stages (`validate@ner`) or foreach groups (`validate`).
     """
@@ -48,7 +49,14 @@ def stage_plan(root: Path, selected: list[str] | None = None) -> list[tuple[str,
                 keep |= nx.descendants(graph, s)
             graph = graph.subgraph(keep)
         order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: names[s])
-        return [(names[s], [os.path.relpath(m.fs_path, root) for m in s.metrics]) for s in order]
+        return [
+            (
+                names[s],
+                [os.path.relpath(m.fs_path, root) for m in s.metrics],
+                [os.path.relpath(o.fs_path, root) for o in s.outs if o.fs_path.endswith(".md")],
+            )
+            for s in order
+        ]
 
 
 def upstream_stages(root: Path, stages: list[str]) -> dict[str, set[str]]:
@@ -102,9 +110,9 @@ def record_experiment(root: Path, name: str) -> str | None:
     return name
 
 
-def publish_validation_counts(root: Path, plan: list[tuple[str, list[str]]]) -> int:
+def publish_validation_counts(root: Path, plan: list[tuple[str, list[str], list[str]]]) -> int:
     rows = []
-    for stage, metric_files in plan:
+    for stage, metric_files, _ in plan:
         if not stage.startswith("validate"):
             continue
         for rel in metric_files:
@@ -144,18 +152,18 @@ def pipeline(
     logger = get_run_logger()
     root = Path(project_dir or os.getcwd()).resolve()
     plan = stage_plan(root, stages)
-    logger.info("stages: %s", ", ".join(s for s, _ in plan))
+    logger.info("stages: %s", ", ".join(s for s, _, _ in plan))
     outcome: dict[str, str] = {}
     with params_overrides(root, overrides):
         stale = None if force else stale_stages(root)
-        upstream = upstream_stages(root, [s for s, _ in plan])
+        upstream = upstream_stages(root, [s for s, _, _ in plan])
         stage_task = run_stage.with_options(
             retries=retries, retry_delay_seconds=[retry_delay_seconds * 2**i for i in range(max(retries, 1))]
         )
-        for stage, metric_files in plan:
+        for stage, metric_files, report_files in plan:
             # DVC's own verdict, taken once up front, holds until an upstream stage reruns
             known_fresh = stale is not None and stage not in stale and not any(outcome.get(u) == "ran" for u in upstream[stage])
-            state = stage_task(stage, str(root), force, metric_files, known_fresh, return_state=True)
+            state = stage_task(stage, str(root), force, metric_files, report_files, known_fresh, return_state=True)
             if state.is_failed():
                 state.result()  # raises the stage's error: the flow fails with its message
             outcome[stage] = "ran" if state.result()["ran"] else "skipped"

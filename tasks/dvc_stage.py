@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Completed
 
@@ -89,6 +89,22 @@ def artifact_key(stage: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", stage.lower()).strip("-")
 
 
+def publish_reports(stage: str, report_files: list[Path]) -> int:
+    """Markdown outputs of a stage (validation reports, later the evaluation report) as one
+    markdown artifact keyed by stage, so the UI keeps each report's history."""
+    parts = [f"_`{path}`_\n\n{path.read_text(encoding='utf-8')}" for path in report_files if path.is_file()]
+    if parts:
+        create_markdown_artifact(
+            key=f"report-{artifact_key(stage)}", markdown="\n\n---\n\n".join(parts), description=f"Report of DVC stage `{stage}`"
+        )
+    return len(parts)
+
+
+def publish(stage: str, root: str, metric_files: list[str], report_files: list[str]) -> None:
+    publish_metrics(stage, [Path(root) / m for m in metric_files])
+    publish_reports(stage, [Path(root) / r for r in report_files])
+
+
 def publish_metrics(stage: str, metric_files: list[Path]) -> int:
     rows: list[dict[str, Any]] = []
     for path in metric_files:
@@ -105,7 +121,12 @@ def publish_metrics(stage: str, metric_files: list[Path]) -> int:
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_retry_transient)
 def run_stage(
-    stage: str, root: str, force: bool = False, metric_files: list[str] | None = None, known_fresh: bool = False
+    stage: str,
+    root: str,
+    force: bool = False,
+    metric_files: list[str] | None = None,
+    report_files: list[str] | None = None,
+    known_fresh: bool = False,
 ) -> Any:
     """`dvc repro --single-item <stage>` with its output streamed into the Prefect logger.
 
@@ -114,7 +135,7 @@ def run_stage(
     """
     logger = get_run_logger()
     if known_fresh:
-        publish_metrics(stage, [Path(root) / m for m in metric_files or []])
+        publish(stage, root, metric_files or [], report_files or [])
         logger.info("%s: up to date (dvc status), skipped", stage)
         return Completed(name="Skipped", message=f"{stage}: up to date, skipped", data={"stage": stage, "ran": False})
     cmd = [dvc_bin(), "repro", "--single-item", *(["--force"] if force else []), stage]
@@ -135,7 +156,7 @@ def run_stage(
     if error is not None:
         raise error
     seconds = time.perf_counter() - t0
-    publish_metrics(stage, [Path(root) / m for m in metric_files or []])
+    publish(stage, root, metric_files or [], report_files or [])
     if not any(line.startswith("Running stage") for line in lines):
         return Completed(name="Skipped", message=f"{stage}: up to date, skipped", data={"stage": stage, "ran": False})
     return Completed(message=f"{stage}: ran in {seconds:.1f} s", data={"stage": stage, "ran": True, "seconds": round(seconds, 2)})

@@ -72,6 +72,8 @@ def test_runs_every_stage_then_skips_them(ws):
     counts = asyncio.run(_artifact("validation-counts"))
     assert counts and "headlines" in str(counts[0].data)
     assert asyncio.run(_artifact("metrics-pretrain"))
+    report = asyncio.run(_artifact("report-validate-sentiment"))
+    assert report and "# Validation report: sentiment" in report[0].data
 
     again = pipeline(project_dir=str(ws), return_state=True)
     assert again.result() == dict.fromkeys(STAGES, "skipped")
