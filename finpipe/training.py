@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Trainer as HFTrainer
 from transformers import TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from finpipe.errors import UserError
 
@@ -69,6 +71,41 @@ def training_arguments(
         # gloo for multi-process CPU runs (torchrun / accelerate launch); NCCL is the GPU default
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
     )
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """HF's LengthGroupedSampler draws its permutation from the global torch RNG, which a
+    resumed run restores to the checkpoint's state before the epoch starts: the resumed epoch
+    then sees other batches than the uninterrupted one. A generator seeded by (seed, epoch)
+    gives every run, resumed or not and on every rank, the same order."""
+
+    def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class Trainer(HFTrainer):
+    """The HF Trainer with a resumable length-grouped sampler; every stage trains with it."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        column = self.args.length_column_name
+        if self.args.train_sampling_strategy == "group_by_length" and column in getattr(dataset, "column_names", []):
+            return SeededLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                dataset=dataset,
+                lengths=dataset[column],
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            )
+        return super()._get_train_sampler(train_dataset)
 
 
 def resume_point(output_dir: Path) -> str | None:

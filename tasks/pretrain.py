@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import AutoConfig, Trainer, set_seed
+from transformers import AutoConfig, set_seed
 
 from finpipe.atomic import atomic_dir, write_json
 from finpipe.config import Pretrain
@@ -28,7 +28,7 @@ from finpipe.pretrain.base import extend_vocab, load_base, resolve
 from finpipe.pretrain.collator import PretrainCollator
 from finpipe.pretrain.data import cached_examples, fingerprint, read_documents, tokenizer_fingerprint
 from finpipe.pretrain.evaluate import evaluate
-from finpipe.training import dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
+from finpipe.training import Trainer, dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def run(
         cache_dir=cache,
         key=f"train-{fingerprint(corpus_fp, tok_fp, data_cfg)}",
     )
-    collator = PretrainCollator(tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask)
+    collator = PretrainCollator(tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask, seed=cfg.data.seed)
     eval_ds = cached_examples(
         dev_docs,
         tokenizer,

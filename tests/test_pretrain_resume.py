@@ -1,6 +1,6 @@
 """kill -9 during pretraining, then `dvc repro`: the stage resumes from the last complete
 checkpoint (and says from which step) and ends with the same metrics as a run that was never
-interrupted (`dvc repro -f`, same seed), to float-summation noise."""
+interrupted (`dvc repro -f`, same seed)."""
 
 from __future__ import annotations
 
@@ -54,8 +54,4 @@ def test_kill_then_dvc_repro_resumes_to_the_same_result(tmp_path):
     out = _sh(["dvc", "repro", "-f", "pretrain"], ws)  # from scratch: the checkpoints were spent
     assert "resuming from" not in out
     fresh = json.loads((ws / "reports/pretrain/metrics.json").read_text())
-    assert resumed["base"] == fresh["base"]
-    # same data order, masks and optimizer state; what remains is float summation order in the
-    # resumed process (measured: ~3e-5 relative on the MLM loss)
-    for key in ("mlm_loss", "masked_accuracy", "nsp_accuracy"):
-        assert resumed["adapted"][key] == pytest.approx(fresh["adapted"][key], rel=1e-3, abs=1e-3), key
+    assert resumed["base"] == fresh["base"] and resumed["adapted"] == fresh["adapted"]

@@ -108,6 +108,18 @@ def test_whole_word_masking_masks_all_pieces(tokenizer):
     assert torch.equal(chosen[cont], prev[cont]) and cont.any() and chosen.any()
 
 
+def test_masks_follow_the_example_index_not_the_batch(tokenizer):
+    collator = PretrainCollator(tokenizer, mlm_probability=0.3, seed=5)
+    enc = tokenizer(["Norvik Holdings reported quarterly earnings growth"] * 2)["input_ids"]
+    a = {"input_ids": enc[0], "token_type_ids": [0] * len(enc[0]), "idx": 7}
+    b = {"input_ids": enc[1], "token_type_ids": [0] * len(enc[1]), "idx": 8}
+    alone = collator([a])["labels"][0]
+    torch.manual_seed(123)  # the global RNG plays no part
+    together = collator([b, a])["labels"][1]
+    assert torch.equal(alone[: len(enc[0])], together[: len(enc[0])])
+    assert not torch.equal(collator([b])["labels"][0], alone)
+
+
 def test_collator_pads_dynamically_and_keeps_premasked_labels(tokenizer):
     collator = PretrainCollator(tokenizer, pad_to_multiple_of=8)
     batch = collator(

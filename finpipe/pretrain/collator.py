@@ -1,5 +1,9 @@
 """Dynamic padding + BERT masking (15 %, 80/10/10), optionally whole-word.
 
+Masks are static per example (seeded by the example's index, as BERT's original
+create_pretraining_data fixed them per duplicate), which makes a resumed run identical to an
+uninterrupted one.
+
 Our own rather than DataCollatorForLanguageModeling because it must carry token_type_ids and
 next_sentence_label through, pass pre-masked evaluation examples untouched, and mask whole
 words from a precomputed continuation-piece table without Python per-token work.
@@ -17,8 +21,14 @@ IGNORE = -100
 
 class PretrainCollator:
     def __init__(
-        self, tokenizer: Any, mlm_probability: float = 0.15, whole_word_mask: bool = False, pad_to_multiple_of: int | None = 8
+        self,
+        tokenizer: Any,
+        mlm_probability: float = 0.15,
+        whole_word_mask: bool = False,
+        pad_to_multiple_of: int | None = 8,
+        seed: int = 0,
     ) -> None:
+        self.seed = seed
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
@@ -56,6 +66,9 @@ class PretrainCollator:
         masked[swap] = random_tokens[swap]
         return masked, labels
 
+    def _generator(self, idx: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + int(idx))
+
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(e["input_ids"]) for e in examples)
         if self.pad_to_multiple_of:
@@ -68,6 +81,13 @@ class PretrainCollator:
         }
         if "labels" in examples[0]:  # pre-masked (evaluation): keep the masks fixed
             batch["labels"] = self._pad([e["labels"] for e in examples], IGNORE, width)
+        elif "idx" in examples[0]:
+            # each example's masks come from (seed, its index), not from the global RNG: the
+            # Trainer's dataloader fetches a batch ahead, so global-RNG masks would depend on
+            # where a run was interrupted and resumed
+            rows = [self.mask(input_ids[i : i + 1], self._generator(e["idx"])) for i, e in enumerate(examples)]
+            batch["input_ids"] = torch.cat([r[0] for r in rows])
+            batch["labels"] = torch.cat([r[1] for r in rows])
         else:
             batch["input_ids"], batch["labels"] = self.mask(input_ids)
         if "next_sentence_label" in examples[0]:

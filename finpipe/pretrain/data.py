@@ -20,6 +20,7 @@ from finpipe.pretrain.collator import PretrainCollator
 from finpipe.pretrain.nsp import Specials, build_examples
 
 log = logging.getLogger(__name__)
+EXAMPLES_FORMAT = 2  # bump when the cached example columns change (2: `idx` seeds the masks)
 
 
 def read_documents(corpus: Path, split: str) -> list[list[str]]:
@@ -78,7 +79,7 @@ def cached_examples(
     With `premask`, masking is applied once with a fixed generator, so every evaluation (the
     base model before, the adapted model after) scores the very same masked positions.
     """
-    path = cache_dir / key
+    path = cache_dir / f"{key}-v{EXAMPLES_FORMAT}"
     if (path / "dataset_info.json").is_file():
         log.info("examples: loaded from cache %s", path)
         return datasets.load_from_disk(str(path))
@@ -98,6 +99,8 @@ def cached_examples(
     )
     if limit is not None:
         examples = examples[:limit]
+    for i, ex in enumerate(examples):
+        ex["idx"] = i  # seeds this example's masks (see PretrainCollator)
     if premask is not None:
         gen = torch.Generator().manual_seed(seed)
         for ex in examples:
