@@ -18,7 +18,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 from prefect import flow
@@ -28,44 +28,39 @@ from prefect.logging import get_run_logger
 from tasks.dvc_stage import _env, dvc_bin, run_stage
 
 
-def stage_plan(root: Path, selected: list[str] | None = None) -> list[tuple[str, list[str], list[str]]]:
-    """(stage, metric files, Markdown report files) in dependency order; a selection brings
-    its upstream stages.
+class PlannedStage(NamedTuple):
+    name: str
+    metrics: list[str]  # metric files the stage declares in dvc.yaml
+    reports: list[str]  # its Markdown outputs
+    upstream: set[str]  # every stage it depends on, directly or not
 
-    A selection names stages (`validate@ner`) or foreach groups (`validate`).
+
+def stage_plan(root: Path, selected: list[str] | None = None) -> list[PlannedStage]:
+    """The stages in dependency order, from one read of DVC's graph; a selection brings its
+    upstream stages. A selection names stages (`validate@ner`) or foreach groups (`validate`).
     """
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges: stage -> the stage it depends on
         names = {s: s.name for s in graph.nodes}
+        keep = set(graph.nodes)
         if selected:
             unknown = [x for x in selected if not any(n == x or n.split("@")[0] == x for n in names.values())]
             if unknown:
                 raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {sorted(names.values())}")
             wanted = {s for s, n in names.items() if n in selected or n.split("@")[0] in selected}
-            keep = set(wanted)
-            for s in wanted:
-                keep |= nx.descendants(graph, s)
-            graph = graph.subgraph(keep)
-        order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: names[s])
+            keep = wanted.union(*(nx.descendants(graph, s) for s in wanted))
+        order = nx.lexicographical_topological_sort(graph.subgraph(keep).reverse(copy=True), key=lambda s: names[s])
         return [
-            (
+            PlannedStage(
                 names[s],
                 [os.path.relpath(m.fs_path, root) for m in s.metrics],
                 [os.path.relpath(o.fs_path, root) for o in s.outs if o.fs_path.endswith(".md")],
+                {names[d] for d in nx.descendants(graph, s)},
             )
             for s in order
         ]
-
-
-def upstream_stages(root: Path, stages: list[str]) -> dict[str, set[str]]:
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph
-        by_name = {s.name: s for s in graph.nodes}
-        return {name: {d.name for d in nx.descendants(graph, by_name[name])} for name in stages}
 
 
 @contextlib.contextmanager
@@ -110,16 +105,16 @@ def record_experiment(root: Path, name: str) -> str | None:
     return name
 
 
-def publish_validation_counts(root: Path, plan: list[tuple[str, list[str], list[str]]]) -> int:
+def publish_validation_counts(root: Path, plan: list[PlannedStage]) -> int:
     rows = []
-    for stage, metric_files, _ in plan:
-        if not stage.startswith("validate"):
+    for stage in plan:
+        if not stage.name.startswith("validate"):
             continue
-        for rel in metric_files:
+        for rel in stage.metrics:
             path = root / rel
             if path.is_file():
                 for dataset, m in json.loads(path.read_text()).items():
-                    rows.append({"stage": stage, "dataset": dataset, **m})
+                    rows.append({"stage": stage.name, "dataset": dataset, **m})
     if rows:
         create_table_artifact(
             key="validation-counts", table=rows, description="Rows in / passed / quarantined per input, from the validate stages"
@@ -152,21 +147,22 @@ def pipeline(
     logger = get_run_logger()
     root = Path(project_dir or os.getcwd()).resolve()
     plan = stage_plan(root, stages)
-    logger.info("stages: %s", ", ".join(s for s, _, _ in plan))
+    logger.info("stages: %s", ", ".join(s.name for s in plan))
     outcome: dict[str, str] = {}
     with params_overrides(root, overrides):
         stale = None if force else stale_stages(root)
-        upstream = upstream_stages(root, [s for s, _, _ in plan])
         stage_task = run_stage.with_options(
             retries=retries, retry_delay_seconds=[retry_delay_seconds * 2**i for i in range(max(retries, 1))]
         )
-        for stage, metric_files, report_files in plan:
+        for stage in plan:
             # DVC's own verdict, taken once up front, holds until an upstream stage reruns
-            known_fresh = stale is not None and stage not in stale and not any(outcome.get(u) == "ran" for u in upstream[stage])
-            state = stage_task(stage, str(root), force, metric_files, report_files, known_fresh, return_state=True)
+            known_fresh = (
+                stale is not None and stage.name not in stale and not any(outcome.get(u) == "ran" for u in stage.upstream)
+            )
+            state = stage_task(stage.name, str(root), force, stage.metrics, stage.reports, known_fresh, return_state=True)
             if state.is_failed():
                 state.result()  # raises the stage's error: the flow fails with its message
-            outcome[stage] = "ran" if state.result()["ran"] else "skipped"
+            outcome[stage.name] = "ran" if state.result()["ran"] else "skipped"
         publish_validation_counts(root, plan)
         if record and any(v == "ran" for v in outcome.values()):
             record_experiment(root, flow_run.name or "prefect-run")
