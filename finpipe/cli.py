@@ -74,6 +74,69 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_base_model(args: argparse.Namespace) -> int:
+    from finpipe.config import load_params
+    from tasks import base_model
+
+    params = load_params(args.params)
+    base_model.run(params.pretrain, Path(args.corpus), Path(args.output), Path(args.cache))
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from finpipe.config import load_params
+
+    if args.kind == "sentiment":
+        from tasks import finetune_sentiment as stage
+    else:
+        from tasks import finetune_ner as stage
+    params = load_params(args.params)
+    stage.run(
+        params.finetune,
+        args.task,
+        args.variant,
+        args.seed,
+        Path(args.model),
+        Path(args.data),
+        Path(args.output),
+        Path(args.metrics),
+        Path(args.predictions),
+        Path(args.live),
+        Path(args.checkpoints),
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from tasks import predict
+
+    counts = predict.run(
+        args.kind, Path(args.model), args.input, args.output, text_column=args.text_column,
+        batch_size=args.batch_size, fmt=args.format,
+    )
+    log.info("predict: %s", counts)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from finpipe.config import load_params
+    from tasks import evaluate
+
+    if args.model:  # score one fine-tuned model on any labelled file
+        if not args.test or not args.output:
+            raise UserError("evaluate --model needs --test FILE and --output metrics.json")
+        metrics = evaluate.evaluate_file(Path(args.model), Path(args.test), fmt=args.format, text_column=args.text_column,
+                                         label_column=args.label_column, score_column=args.score_column,
+                                         batch_size=args.batch_size)
+        write_json(args.output, metrics)
+        return 0
+    if not args.predictions or not args.reports:
+        raise UserError("evaluate needs --predictions DIR and --reports DIR (or --model/--test/--output for one file)")
+    params = load_params(args.params)
+    evaluate.run(params.evaluate, Path(args.predictions), Path(args.reports))
+    return 0
+
+
 def _overrides(items: list[str]) -> dict[str, Any]:
     import yaml
 
@@ -178,6 +241,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", required=True, help="checkpoint folder kept across runs (resume)")
     p.add_argument("--cache", required=True, help="Arrow cache of the built examples")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("base-model", help="write the base encoder as it is before pretraining (stage `base-model`)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--corpus", required=True, help="the clean corpus (used for a scratch tokenizer only)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--cache", required=True, help="pretrain's cache (shares a scratch tokenizer)")
+    p.set_defaults(func=_cmd_base_model)
+
+    for kind in ("sentiment", "ner"):
+        p = sub.add_parser(f"finetune-{kind}", help=f"fine-tune for {kind} (stage `finetune-{kind}`)")
+        p.add_argument("--params", default="params.yaml")
+        p.add_argument("--task", required=True, help=f"a task name under finetune.{kind}.tasks")
+        p.add_argument("--variant", required=True, help="adapted or base (recorded in the metrics)")
+        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--model", required=True, help="the starting checkpoint directory")
+        p.add_argument("--data", required=True, help=f"the clean {kind} folder")
+        p.add_argument("--output", required=True, help="folder for the fine-tuned model (replaced atomically)")
+        p.add_argument("--metrics", required=True)
+        p.add_argument("--predictions", required=True, help="JSONL of test-set predictions")
+        p.add_argument("--live", required=True, help="dvclive folder for the training curves")
+        p.add_argument("--checkpoints", required=True)
+        p.set_defaults(func=_cmd_finetune, kind=kind)
+
+    p = sub.add_parser("predict", help="label texts with a fine-tuned model (JSONL out)")
+    p.add_argument("kind", choices=("sentiment", "ner"))
+    p.add_argument("--model", required=True, help="a fine-tuned model directory")
+    p.add_argument("--input", required=True, help="CSV (with a text column), JSONL, or text lines; - for stdin")
+    p.add_argument("--output", default="-", help="JSONL file; - for stdout")
+    p.add_argument("--format", default="auto", choices=("auto", "csv", "tsv", "jsonl", "text"))
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="test-set metrics and report (stage `evaluate`), or score one labelled file")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--predictions", help="folder of the fine-tuning stages' test predictions")
+    p.add_argument("--reports", help="folder for metrics.json, plots and report.md/html")
+    p.add_argument("--model", help="score this fine-tuned model on --test instead")
+    p.add_argument("--test", help="a labelled file in any format `finpipe check` reads")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--score-column", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--output", help="metrics JSON (with --model)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("flow", help="run the pipeline as a Prefect flow (one task per DVC stage)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override (repeatable)")

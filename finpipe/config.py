@@ -34,6 +34,7 @@ class Paths:
     models: str = "models"
     checkpoints: str = "data/work/checkpoints"  # kept across runs (not a DVC out) so a killed stage resumes
     cache: str = "data/work/cache"  # datasets Arrow caches
+    predictions: str = "data/work/predictions"  # test-set predictions of every fine-tuned model
 
 
 @dataclass(config=_STRICT)
@@ -265,6 +266,110 @@ class Pretrain:
 
 
 @dataclass(config=_STRICT)
+class Head:
+    """The sentiment head on top of BertModel."""
+
+    pooling: Literal["cls", "mean"] = "cls"  # cls: BERT's pooler output; mean: mean of the last layer
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    hidden_size: int = Field(default=0, ge=0)  # >0: one hidden layer (GELU) before the outputs
+
+
+@dataclass(config=_STRICT)
+class FinetuneTrain:
+    learning_rate: float = Field(default=2e-5, gt=0.0)  # encoder (the article: 2e-5)
+    head_learning_rate: float = Field(default=5e-5, gt=0.0)  # head (the article: 5e-5)
+    layer_decay: float = Field(default=1.0, gt=0.0, le=1.0)  # lr of layer l below the top: lr * decay**l
+    unfreeze_every: int = Field(default=0, ge=0)  # >0: gradual unfreezing, one more layer every N steps
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    batch_size: int = Field(default=16, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=-1, ge=-1)  # -1: run num_epochs
+    num_epochs: float = Field(default=3.0, gt=0.0)
+    max_seq_length: int = Field(default=128, ge=8)
+    eval_steps: int = Field(default=50, ge=1)  # dev evaluation (and checkpoint) every N steps
+    early_stopping_patience: int = Field(default=3, ge=0)  # evaluations without improvement; 0 = off
+    bf16: Literal["auto", True, False] = "auto"
+    fused_adamw: bool = True
+    group_by_length: bool = True
+    save_total_limit: int = Field(default=2, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+
+    @property
+    def save_steps(self) -> int:  # checkpoints at every evaluation, so the best one can be restored
+        return self.eval_steps
+
+
+@dataclass(config=_STRICT)
+class SentimentTask:
+    """One sentiment fine-tuning: a clean dataset and what to predict from it."""
+
+    dataset: str
+    # classes: softmax over the labels; ordinal: CORAL cumulative logits over ordered labels;
+    # score: regression only. score_loss_weight > 0 adds a score output to classes/ordinal.
+    target: Literal["classes", "ordinal", "score"] = "classes"
+    labels: list[str] | None = None  # when given, must equal the dataset's label set (a check)
+    loss: Literal["cross_entropy", "weighted_cross_entropy"] = "cross_entropy"  # classes only
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    score_loss_weight: float = Field(default=0.0, ge=0.0)
+    head: Head = Head()
+
+
+@dataclass(config=_STRICT)
+class SentimentFinetune:
+    tasks: dict[str, SentimentTask]
+    train: FinetuneTrain = FinetuneTrain()
+
+
+@dataclass(config=_STRICT)
+class NerTask:
+    dataset: str
+    labels: list[str] | None = None  # when given, must equal the dataset's tag set
+    label_all_subtokens: bool = False  # False: first sub-token carries the label, the rest -100
+
+
+@dataclass(config=_STRICT)
+class NerFinetune:
+    tasks: dict[str, NerTask]
+    stride: int = Field(default=32, ge=0)  # sub-tokens shared by consecutive windows of a long sentence
+    train: FinetuneTrain = FinetuneTrain()
+
+    @model_validator(mode="after")
+    def _stride(self) -> NerFinetune:
+        if self.stride >= self.train.max_seq_length - 2:
+            raise ValueError("stride must be below train.max_seq_length - 2")
+        return self
+
+
+@dataclass(config=_STRICT)
+class Finetune:
+    # models/<variant>: `adapted` is pretrain's output, `base` the base model as loaded
+    variants: list[Literal["adapted", "base"]] = Field(default_factory=lambda: ["adapted", "base"])
+    seeds: list[int] = Field(default_factory=lambda: [13])
+    sentiment: SentimentFinetune = SentimentFinetune(tasks={})
+    ner: NerFinetune = NerFinetune(tasks={})
+
+
+@dataclass(config=_STRICT)
+class Baseline:
+    task: str  # a finetune task name
+    metric: str  # a metric key of that task
+    value: float
+    source: str
+
+
+@dataclass(config=_STRICT)
+class Evaluate:
+    bootstrap_resamples: int = Field(default=1000, ge=100)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = 13
+    batch_size: int = Field(default=64, ge=1)
+    baselines: list[Baseline] = Field(default_factory=list)
+
+
+@dataclass(config=_STRICT)
 class Params:
     """The whole params.yaml. Later stages add their sections here."""
 
@@ -272,6 +377,8 @@ class Params:
     ingest: Ingest
     validate: Validate
     pretrain: Pretrain = Pretrain()
+    finetune: Finetune = Finetune()
+    evaluate: Evaluate = Evaluate()
 
 
 T = TypeVar("T")

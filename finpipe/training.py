@@ -36,10 +36,26 @@ def is_main_process() -> bool:
 
 
 def training_arguments(
-    cfg: Any, output_dir: Path, *, label_names: list[str], bf16: bool, max_steps: int | None = None, save: bool = True
+    cfg: Any,
+    output_dir: Path,
+    *,
+    label_names: list[str],
+    bf16: bool,
+    max_steps: int | None = None,
+    save: bool = True,
+    seed: int | None = None,
+    eval_steps: int | None = None,
+    best_metric: str | None = None,
 ) -> TrainingArguments:
-    """cfg is a PretrainTrain-like section (learning_rate, batch_size, ...)."""
+    """cfg is a PretrainTrain/FinetuneTrain section (learning_rate, batch_size, ...).
+
+    With `eval_steps`, the dev set is scored (Trainer.evaluate, see `Trainer.scorer`) and a
+    checkpoint written every eval_steps, and the best checkpoint by `best_metric` is restored
+    at the end: early stopping keeps the model of the best evaluation, not the last one.
+    """
     fused = cfg.fused_adamw
+    seed = cfg.seed if seed is None else seed
+    evaluating = eval_steps is not None
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -50,20 +66,25 @@ def training_arguments(
         lr_scheduler_type=cfg.lr_scheduler,
         max_steps=cfg.max_steps if max_steps is None else max_steps,
         num_train_epochs=cfg.num_epochs,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        seed=seed,
+        data_seed=seed,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
         optim="adamw_torch_fused" if fused else "adamw_torch",
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",
         save_strategy="steps" if save else "no",
-        save_steps=cfg.save_steps,
+        save_steps=eval_steps if evaluating else cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         report_to=[],
-        eval_strategy="no",
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=eval_steps,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model=best_metric,
+        greater_is_better=True,
+        per_device_eval_batch_size=getattr(cfg, "eval_batch_size", 8),
         dataloader_num_workers=0,
         remove_unused_columns=False,
         label_names=label_names,
@@ -93,7 +114,41 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class Trainer(HFTrainer):
-    """The HF Trainer with a resumable length-grouped sampler; every stage trains with it."""
+    """The HF Trainer with a resumable length-grouped sampler; every stage trains with it.
+
+    Two optional additions for fine-tuning:
+    - `scorer(model) -> metrics`: replaces the Trainer's evaluation loop. The dev metrics that
+      matter (entity-level F1 on whole sentences stitched from windows, macro-F1 from CORAL
+      logits) are not a function of per-batch logits, so the task computes them itself; early
+      stopping and best-checkpoint selection then run on exactly the reported numbers.
+    - `param_groups`: the optimizer's groups (discriminative / layer-wise learning rates);
+      the Trainer's scheduler then scales every group's own learning rate.
+    """
+
+    def __init__(self, *args: Any, scorer: Any = None, param_groups: list[dict[str, Any]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.scorer = scorer
+        self.param_groups = param_groups
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        if self.param_groups is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        fused = self.args.optim == "adamw_torch_fused"
+        self.optimizer = torch.optim.AdamW(
+            self.param_groups, lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2),
+            eps=self.args.adam_epsilon, fused=fused,
+        )
+        return self.optimizer
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if self.scorer is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        was_training = self.model.training
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.scorer(self.model).items() if isinstance(v, (int, float))}
+        self.model.train(was_training)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
