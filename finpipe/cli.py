@@ -133,7 +133,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.predictions or not args.reports:
         raise UserError("evaluate needs --predictions DIR and --reports DIR (or --model/--test/--output for one file)")
     params = load_params(args.params)
-    evaluate.run(params.evaluate, Path(args.predictions), Path(args.reports))
+    if not args.report:
+        raise UserError("evaluate needs --report FILE.md (the HTML report is written beside it)")
+    evaluate.run(params.evaluate, Path(args.predictions), Path(args.reports), Path(args.report),
+                 Path(args.curves) if args.curves else None)
     return 0
 
 
@@ -259,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help=f"the clean {kind} folder")
         p.add_argument("--output", required=True, help="folder for the fine-tuned model (replaced atomically)")
         p.add_argument("--metrics", required=True)
-        p.add_argument("--predictions", required=True, help="JSONL of test-set predictions")
+        p.add_argument("--predictions", required=True, help="folder for the test-set predictions (test.jsonl + meta.json)")
         p.add_argument("--live", required=True, help="dvclive folder for the training curves")
         p.add_argument("--checkpoints", required=True)
         p.set_defaults(func=_cmd_finetune, kind=kind)
@@ -277,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-set metrics and report (stage `evaluate`), or score one labelled file")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--predictions", help="folder of the fine-tuning stages' test predictions")
-    p.add_argument("--reports", help="folder for metrics.json, plots and report.md/html")
+    p.add_argument("--reports", help="folder for metrics.json, plots and report.md/html (replaced atomically)")
+    p.add_argument("--report", help="the Markdown report; report.html goes beside it")
+    p.add_argument("--curves", help="the fine-tuning stages' report folder (dev curves in the HTML report)")
     p.add_argument("--model", help="score this fine-tuned model on --test instead")
     p.add_argument("--test", help="a labelled file in any format `finpipe check` reads")
     p.add_argument("--format", default="auto")

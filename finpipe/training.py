@@ -135,8 +135,11 @@ class Trainer(HFTrainer):
             return super().create_optimizer(model)
         fused = self.args.optim == "adamw_torch_fused"
         self.optimizer = torch.optim.AdamW(
-            self.param_groups, lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2),
-            eps=self.args.adam_epsilon, fused=fused,
+            self.param_groups,
+            lr=self.args.learning_rate,
+            betas=(self.args.adam_beta1, self.args.adam_beta2),
+            eps=self.args.adam_epsilon,
+            fused=fused,
         )
         return self.optimizer
 
@@ -190,4 +193,14 @@ def dvclive_callback(live_dir: Path, resume: bool) -> Any:
         raise UserError(
             f"dvclive: {err}: commit once (git add -A && git commit) so the training curves can be recorded"
         ) from None
-    return DVCLiveCallback(live=live)
+
+    class StepAligned(DVCLiveCallback):
+        """dvclive counts its own steps (one per log call, eval and train logs apart); the
+        curves' x should be the optimizer step, which also lines up a resumed run."""
+
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.live.step = state.global_step
+            super().on_log(args, state, control, **kwargs)
+
+    return StepAligned(live=live)

@@ -18,7 +18,7 @@ import yaml
 from datasets import Dataset
 from transformers import AutoTokenizer, BertForTokenClassification, set_seed
 
-from finpipe.atomic import atomic_dir, atomic_path, write_json
+from finpipe.atomic import atomic_dir, write_json
 from finpipe.config import Finetune, NerTask
 from finpipe.errors import UserError
 from finpipe.finetune import ner
@@ -63,23 +63,36 @@ def run(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     set_seed(seed)
     model, info = BertForTokenClassification.from_pretrained(
-        model_dir, num_labels=len(tags), id2label=dict(enumerate(tags)), label2id=label2id,
-        attn_implementation="sdpa", output_loading_info=True,
+        model_dir,
+        num_labels=len(tags),
+        id2label=dict(enumerate(tags)),
+        label2id=label2id,
+        attn_implementation="sdpa",
+        output_loading_info=True,
     )
     model.config.architectures = ["BertForTokenClassification"]
     setattr(model.config, ner.SPEC_KEY, {"task": task_name, **window, "label_all_subtokens": task.label_all_subtokens})
     log.info("%s from %s: new weights %s", task_name, model_dir, sorted(info["missing_keys"]))
 
     def table(part: Any) -> tuple[Dataset, ner.Encoded]:
-        enc = ner.encode(tokenizer, [list(t) for t in part["tokens"]], [list(t) for t in part["tags"]], label2id,
-                         label_all_subtokens=task.label_all_subtokens, **window)
+        enc = ner.encode(
+            tokenizer,
+            [list(t) for t in part["tokens"]],
+            [list(t) for t in part["tags"]],
+            label2id,
+            label_all_subtokens=task.label_all_subtokens,
+            **window,
+        )
         return Dataset.from_dict(ner.dataset_rows(enc)), enc
 
     train_ds, train_enc = table(train)
     dev_ds, _ = table(dev)
     if train_enc.windowed_sentences:
-        log.info("%d train sentences longer than one window of %d were split into overlapping windows",
-                 train_enc.windowed_sentences, train_cfg.max_seq_length)
+        log.info(
+            "%d train sentences longer than one window of %d were split into overlapping windows",
+            train_enc.windowed_sentences,
+            train_cfg.max_seq_length,
+        )
     bf16 = use_bf16(train_cfg.bf16)
     dev_words = [list(t) for t in dev["tokens"]]
     dev_gold = [list(t) for t in dev["tags"]]
@@ -91,10 +104,26 @@ def run(
     def scorer(m: Any) -> dict[str, Any]:
         return ner_metrics(dev_gold, predict(m, dev_words))
 
-    run_dir = checkpoints / fingerprint(*sorted(model_dir.glob("*.safetensors")), fingerprint(data_dir / f"{task.dataset}.parquet"),
-                                        dataclasses.asdict(task), dataclasses.asdict(cfg.ner), seed)
-    result = fit(model, train_ds, dev_ds, ner.NerCollator(tokenizer.pad_token_id), scorer, train_cfg, seed=seed,
-                 best_metric="micro_f1", run_dir=run_dir, live_dir=live_dir, label_names=["labels"])
+    run_dir = checkpoints / fingerprint(
+        *sorted(model_dir.glob("*.safetensors")),
+        fingerprint(data_dir / f"{task.dataset}.parquet"),
+        dataclasses.asdict(task),
+        dataclasses.asdict(cfg.ner),
+        seed,
+    )
+    result = fit(
+        model,
+        train_ds,
+        dev_ds,
+        ner.NerCollator(tokenizer.pad_token_id),
+        scorer,
+        train_cfg,
+        seed=seed,
+        best_metric="micro_f1",
+        run_dir=run_dir,
+        live_dir=live_dir,
+        label_names=["labels"],
+    )
     dev_metrics = scorer(model)
     log.info("dev: micro F1 %.4f, macro F1 %.4f", dev_metrics["micro_f1"], dev_metrics["macro_f1"])
     metrics = {
@@ -115,15 +144,28 @@ def run(
         return metrics
     test_words = [list(t) for t in test["tokens"]]
     test_pred = predict(model, test_words) if len(test) else []
-    with atomic_path(predictions_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for row, pred in zip(test.itertuples(index=False), test_pred, strict=True):
-            fh.write(json.dumps({"id": row.id, "tokens": list(row.tokens), "gold": list(row.tags), "tags": pred}) + "\n")
+    with atomic_dir(predictions_path) as tmp:
+        with open(tmp / "test.jsonl", "w", encoding="utf-8") as fh:
+            for row, pred in zip(test.itertuples(index=False), test_pred, strict=True):
+                fh.write(json.dumps({"id": row.id, "tokens": list(row.tokens), "gold": list(row.tags), "tags": pred}) + "\n")
+        write_json(
+            tmp / "meta.json",
+            {"kind": "ner", "task": task_name, "variant": variant, "seed": seed, "dataset": task.dataset, "labels": tags},
+        )
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "finpipe_finetune.yaml").write_text(
-            yaml.safe_dump({"task": dataclasses.asdict(task), "ner": dataclasses.asdict(cfg.ner), "seed": seed,
-                            "variant": variant, "model": str(model_dir)}, sort_keys=False)
+            yaml.safe_dump(
+                {
+                    "task": dataclasses.asdict(task),
+                    "ner": dataclasses.asdict(cfg.ner),
+                    "seed": seed,
+                    "variant": variant,
+                    "model": str(model_dir),
+                },
+                sort_keys=False,
+            )
         )
     write_json(metrics_path, metrics)
     clear_checkpoints(run_dir)

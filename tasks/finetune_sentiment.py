@@ -18,7 +18,7 @@ import yaml
 from datasets import Dataset
 from transformers import AutoConfig, AutoTokenizer, set_seed
 
-from finpipe.atomic import atomic_dir, atomic_path, write_json
+from finpipe.atomic import atomic_dir, write_json
 from finpipe.config import Finetune, SentimentTask
 from finpipe.errors import UserError
 from finpipe.finetune import sentiment as sm
@@ -99,6 +99,7 @@ def run(
         score_loss_weight=task.score_loss_weight,
         class_weights=sm.inverse_frequency_weights(train_y, len(labels)) if task.loss == "weighted_cross_entropy" else None,
     )
+    spec["max_seq_length"] = train_cfg.max_seq_length  # predict truncates as training did
     config = AutoConfig.from_pretrained(model_dir)
     setattr(config, sm.SPEC_KEY, spec)
     set_seed(seed)  # the head's initial weights depend on the seed, as in every HF fine-tuning
@@ -126,16 +127,38 @@ def run(
     dev_gold_scores = dev["score"].to_numpy(dtype=float) if has_score else None
 
     def scorer(m: Any) -> dict[str, Any]:
-        result = sm.predict(m, tokenizer, dev["text"].tolist(), batch_size=train_cfg.eval_batch_size,
-                            max_length=train_cfg.max_seq_length, bf16=bf16)
+        result = sm.predict(
+            m,
+            tokenizer,
+            dev["text"].tolist(),
+            batch_size=train_cfg.eval_batch_size,
+            max_length=train_cfg.max_seq_length,
+            bf16=bf16,
+        )
         return dev_scores(spec, result, dev_gold, dev_gold_scores)
 
     best_metric = "cosine" if task.target == "score" else "macro_f1"
     label_names = ["labels", "scores"] if has_score else ["labels"]
-    run_dir = checkpoints / fingerprint(*sorted(model_dir.glob("*.safetensors")), fingerprint(data_dir / f"{task.dataset}.parquet"),
-                                        dataclasses.asdict(task), dataclasses.asdict(train_cfg), seed)
-    result = fit(model, train_ds, dev_ds, sm.SentimentCollator(tokenizer), scorer, train_cfg, seed=seed,
-                 best_metric=best_metric, run_dir=run_dir, live_dir=live_dir, label_names=label_names)
+    run_dir = checkpoints / fingerprint(
+        *sorted(model_dir.glob("*.safetensors")),
+        fingerprint(data_dir / f"{task.dataset}.parquet"),
+        dataclasses.asdict(task),
+        dataclasses.asdict(train_cfg),
+        seed,
+    )
+    result = fit(
+        model,
+        train_ds,
+        dev_ds,
+        sm.SentimentCollator(tokenizer),
+        scorer,
+        train_cfg,
+        seed=seed,
+        best_metric=best_metric,
+        run_dir=run_dir,
+        live_dir=live_dir,
+        label_names=label_names,
+    )
     dev_metrics = scorer(model)  # the restored best checkpoint
     log.info("dev: %s", {k: v for k, v in dev_metrics.items() if not isinstance(v, (dict, list))})
 
@@ -155,16 +178,48 @@ def run(
     }
     if not is_main_process():
         return metrics
-    test_result = sm.predict(model, tokenizer, test["text"].tolist(), batch_size=train_cfg.eval_batch_size,
-                             max_length=train_cfg.max_seq_length, bf16=bf16) if len(test) else {}
-    with atomic_path(predictions_path) as tmp:
-        write_predictions(tmp, test, test_result, labels)
+    test_result = (
+        sm.predict(
+            model,
+            tokenizer,
+            test["text"].tolist(),
+            batch_size=train_cfg.eval_batch_size,
+            max_length=train_cfg.max_seq_length,
+            bf16=bf16,
+        )
+        if len(test)
+        else {}
+    )
+    with atomic_dir(predictions_path) as tmp:
+        write_predictions(tmp / "test.jsonl", test, test_result, labels)
+        write_json(
+            tmp / "meta.json",
+            {
+                "kind": "sentiment",
+                "task": task_name,
+                "variant": variant,
+                "seed": seed,
+                "dataset": task.dataset,
+                "labels": labels,
+                "target": task.target,
+                "ordered": bool(meta.get("ordered")),
+                "score": has_score,
+            },
+        )
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "finpipe_finetune.yaml").write_text(
-            yaml.safe_dump({"task": dataclasses.asdict(task), "train": dataclasses.asdict(train_cfg), "seed": seed,
-                            "variant": variant, "model": str(model_dir)}, sort_keys=False)
+            yaml.safe_dump(
+                {
+                    "task": dataclasses.asdict(task),
+                    "train": dataclasses.asdict(train_cfg),
+                    "seed": seed,
+                    "variant": variant,
+                    "model": str(model_dir),
+                },
+                sort_keys=False,
+            )
         )
     write_json(metrics_path, metrics)
     clear_checkpoints(run_dir)

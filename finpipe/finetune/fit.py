@@ -128,7 +128,11 @@ def fit(
         best_step = int(state.best_model_checkpoint.rsplit("-", 1)[-1])
     log.info(
         "trained %d steps in %.1f s; best %s = %s at step %s",
-        state.global_step, seconds, best_metric, state.best_metric, best_step,
+        state.global_step,
+        seconds,
+        best_metric,
+        state.best_metric,
+        best_step,
     )
     return Fit(
         steps=state.global_step,

@@ -133,8 +133,15 @@ class NerCollator:
 
 @torch.no_grad()
 def predict_words(
-    model: Any, tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence[str]], *, max_length: int, stride: int,
-    batch_size: int, bf16: bool = False, progress: bool = False,
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[Sequence[str]],
+    *,
+    max_length: int,
+    stride: int,
+    batch_size: int,
+    bf16: bool = False,
+    progress: bool = False,
 ) -> tuple[list[list[str]], Encoded]:
     """One tag per word for every sentence (words without sub-tokens get O)."""
     id2label = {int(k): v for k, v in model.config.id2label.items()}
@@ -190,6 +197,5 @@ def spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 
 def char_spans(text: str, words: Sequence[tuple[str, int, int]], tags: Sequence[str]) -> list[dict[str, Any]]:
     return [
-        {"type": t, "start": words[a][1], "end": words[b][2], "text": text[words[a][1] : words[b][2]]}
-        for t, a, b in spans(tags)
+        {"type": t, "start": words[a][1], "end": words[b][2], "text": text[words[a][1] : words[b][2]]} for t, a, b in spans(tags)
     ]

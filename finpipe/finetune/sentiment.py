@@ -32,8 +32,16 @@ class SentimentOutput(ModelOutput):
 
 
 def make_spec(
-    *, task: str, labels: Sequence[str], target: str, has_score: bool, score_range: Sequence[float], head: dict[str, Any],
-    loss: str = "cross_entropy", label_smoothing: float = 0.0, score_loss_weight: float = 0.0,
+    *,
+    task: str,
+    labels: Sequence[str],
+    target: str,
+    has_score: bool,
+    score_range: Sequence[float],
+    head: dict[str, Any],
+    loss: str = "cross_entropy",
+    label_smoothing: float = 0.0,
+    score_loss_weight: float = 0.0,
     class_weights: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     return {
@@ -206,8 +214,14 @@ class SentimentCollator:
 
 @torch.no_grad()
 def predict(
-    model: SentimentModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, batch_size: int, max_length: int,
-    bf16: bool = False, progress: bool = False,
+    model: SentimentModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int,
+    bf16: bool = False,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Batched inference, shortest texts together (little padding); results in input order:
     `probs` (n, K) and `label` (n,) when the head has classes, `score` (n,) when it has one."""

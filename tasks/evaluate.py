@@ -1,0 +1,353 @@
+"""Stage `evaluate`: test-set metrics of every fine-tuned model, adapted vs base with seeds and
+a paired bootstrap interval, as DVC metrics, DVC plots and a report (Markdown + HTML).
+
+Input is the fine-tuning stages' prediction folders (<kind>/<task>/<variant>-s<seed>/ with
+test.jsonl and meta.json), so evaluation never reruns a model. `evaluate_file` scores one
+fine-tuned model on any labelled file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finpipe.atomic import atomic_dir, write_json, write_text
+from finpipe.config import Evaluate
+from finpipe.errors import UserError
+from finpipe.finetune import metrics as fm
+from finpipe.report_eval import render_html, render_markdown, write_plots
+
+log = logging.getLogger(__name__)
+
+# the metrics the adapted - base difference is bootstrapped for, per kind of output
+PRIMARY = {"classes": ["macro_f1", "accuracy"], "score": ["cosine"], "ner": ["micro_f1", "macro_f1"]}
+HEADLINE = {"classes": "macro_f1", "score": "cosine", "ner": "micro_f1"}
+
+
+@dataclass
+class Run:
+    kind: str
+    task: str
+    variant: str
+    seed: int
+    meta: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def load_runs(root: Path) -> dict[tuple[str, str], list[Run]]:
+    if not root.is_dir():
+        raise UserError(f"{root}: no predictions folder; run the fine-tuning stages first")
+    runs: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for meta_path in sorted(root.glob("*/*/*/meta.json")):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        test = meta_path.parent / "test.jsonl"
+        rows = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines() if line.strip()]
+        runs[(meta["kind"], meta["task"])].append(Run(meta["kind"], meta["task"], meta["variant"], int(meta["seed"]), meta, rows))
+    if not runs:
+        raise UserError(f"{root}: no fine-tuning predictions found (expected <kind>/<task>/<variant>-s<seed>/meta.json)")
+    for (kind, task), group in runs.items():
+        ids = [r["id"] for r in group[0].rows]
+        for run in group[1:]:
+            if [r["id"] for r in run.rows] != ids:
+                raise UserError(
+                    f"{kind}/{task}: {run.variant}-s{run.seed} was tested on other rows than "
+                    f"{group[0].variant}-s{group[0].seed}; rerun the fine-tuning stages (dvc repro)"
+                )
+        if not ids:
+            raise UserError(f"{kind}/{task}: the test split is empty; set test_fraction in the ingest params")
+    return runs
+
+
+# --- per-run arrays and metrics ------------------------------------------------------------
+
+
+def sentiment_arrays(run: Run) -> dict[str, np.ndarray]:
+    labels = run.meta["labels"]
+    index = {name: i for i, name in enumerate(labels)}
+    out = {"gold": np.array([index[r["gold"]] for r in run.rows])}
+    if "label" in run.rows[0]:
+        out["pred"] = np.array([index[r["label"]] for r in run.rows])
+    if "score" in run.rows[0]:
+        out["gold_score"] = np.array([r.get("gold_score", np.nan) for r in run.rows], dtype=float)
+        out["score"] = np.array([r["score"] for r in run.rows], dtype=float)
+    return out
+
+
+def outputs(run: Run) -> list[str]:
+    """Which kinds of output the run has: classes, score (sentiment) or ner."""
+    if run.kind == "ner":
+        return ["ner"]
+    found = []
+    if "label" in run.rows[0]:
+        found.append("classes")
+    if "score" in run.rows[0] and any("gold_score" in r for r in run.rows):
+        found.append("score")
+    return found
+
+
+def run_metrics(run: Run) -> dict[str, Any]:
+    if run.kind == "ner":
+        return fm.ner_metrics([r["gold"] for r in run.rows], [r["tags"] for r in run.rows])
+    a = sentiment_arrays(run)
+    out: dict[str, Any] = {}
+    if "pred" in a:
+        out.update(fm.class_metrics(a["gold"], a["pred"], run.meta["labels"], ordered=run.meta.get("ordered", False)))
+    if "score" in a:
+        known = ~np.isnan(a["gold_score"])
+        if known.any():
+            out.update(fm.score_metrics(a["gold_score"][known], a["score"][known]))
+    return out
+
+
+def statistic(output: str, metric: str, k: int):
+    """statistic(idx, arrays) for the bootstrap; arrays are one run's per-item arrays."""
+    if output == "ner":
+        if metric == "micro_f1":
+            return lambda idx, a: fm.micro_f1_from_counts(a["counts"][idx])
+        return lambda idx, a: float(np.mean([fm.micro_f1_from_counts(c[idx]) for c in a["by_type"].values()]))
+    if output == "score":
+        return lambda idx, a: fm.cosine(a["gold_score"][idx], a["score"][idx])
+    if metric == "accuracy":
+        return lambda idx, a: float((a["gold"][idx] == a["pred"][idx]).mean())
+    return lambda idx, a: fm.macro_f1_from_pairs(a["gold"][idx], a["pred"][idx], k)
+
+
+def _on_items(stat: Any, items: np.ndarray) -> Any:
+    """Restrict a statistic to a subset of the test items (resample indices index the subset)."""
+    return lambda idx, a: stat(items[idx], a)
+
+
+def bootstrap_arrays(run: Run) -> dict[str, Any]:
+    if run.kind != "ner":
+        return sentiment_arrays(run)
+    gold = [r["gold"] for r in run.rows]
+    pred = [r["tags"] for r in run.rows]
+    # seqeval's macro average runs over the types found in gold or predictions
+    types = sorted({t[2:] for r in run.rows for t in [*r["gold"], *r["tags"]] if t != "O"})
+    by_type = {}
+    for t in types:  # per-type counts: macro F1 is the mean of per-type F1 (seqeval's macro avg)
+        keep = lambda seq, t=t: [x if x[2:] == t else "O" for x in seq]
+        by_type[t] = fm.entity_counts([keep(g) for g in gold], [keep(p) for p in pred])
+    return {"counts": fm.entity_counts(gold, pred), "by_type": by_type}
+
+
+# --- aggregation ----------------------------------------------------------------------------
+
+
+def _scalars(m: dict[str, Any]) -> dict[str, float]:
+    out = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for name, vals in m.get("per_class", {}).items():
+        out[f"f1_{name.replace(' ', '_')}"] = vals["f1"]
+    for name, vals in m.get("per_type", {}).items():
+        out[f"f1_{name}"] = vals["f1"]
+    return out
+
+
+def summarise(runs: list[Run], cfg: Evaluate) -> dict[str, Any]:
+    by_variant: dict[str, list[Run]] = defaultdict(list)
+    for run in sorted(runs, key=lambda r: (r.variant, r.seed)):
+        by_variant[run.variant].append(run)
+    per_run = {f"{r.variant}-s{r.seed}": run_metrics(r) for r in runs}
+    variants: dict[str, Any] = {}
+    for variant, group in by_variant.items():
+        values: dict[str, list[float]] = defaultdict(list)
+        for r in group:
+            for k, v in _scalars(per_run[f"{r.variant}-s{r.seed}"]).items():
+                values[k].append(v)
+        variants[variant] = {
+            "seeds": [r.seed for r in group],
+            "mean": {k: round(float(np.nanmean(v)), 6) for k, v in values.items()},
+            "std": {k: round(float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 6) for k, v in values.items()},
+        }
+    first = runs[0]
+    kinds = outputs(first)
+    comparison: dict[str, Any] = {}
+    if "adapted" in by_variant and "base" in by_variant:
+        arrays = {f"{r.variant}-s{r.seed}": bootstrap_arrays(r) for r in runs}
+        k = len(first.meta.get("labels", []))
+        a_runs = [arrays[f"adapted-s{r.seed}"] for r in by_variant["adapted"]]
+        b_runs = [arrays[f"base-s{r.seed}"] for r in by_variant["base"]]
+        paired_seeds = sorted({r.seed for r in by_variant["adapted"]} & {r.seed for r in by_variant["base"]})
+        for output in kinds:
+            for metric in PRIMARY[output]:
+                stat = statistic(output, metric, k)
+                n = len(first.rows)
+                if output == "score":  # rows without a gold score are left out of the score metrics
+                    known = np.flatnonzero(~np.isnan(a_runs[0]["gold_score"]))
+                    stat = _on_items(stat, known)
+                    n = len(known)
+                result = fm.paired_bootstrap(
+                    stat, a_runs, b_runs, n, resamples=cfg.bootstrap_resamples, seed=cfg.seed, confidence=cfg.confidence
+                )
+                result["per_seed"] = {
+                    str(s): round(stat(np.arange(n), arrays[f"adapted-s{s}"]) - stat(np.arange(n), arrays[f"base-s{s}"]), 6)
+                    for s in paired_seeds
+                }
+                comparison[metric] = result
+    return {
+        "kind": first.kind,
+        "task": first.task,
+        "dataset": first.meta.get("dataset"),
+        "outputs": kinds,
+        "headline": HEADLINE["ner" if first.kind == "ner" else ("classes" if "classes" in kinds else "score")],
+        "test_items": len(first.rows),
+        "variants": variants,
+        "per_run": per_run,
+        "comparison": comparison,
+    }
+
+
+def flat(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    """`task/variant/metric` keys (mean over seeds), `_std`, per seed, and `task/delta/metric`."""
+    out: dict[str, float] = {}
+    for s in summaries:
+        task = s["task"]
+        for variant, v in s["variants"].items():
+            for k, val in v["mean"].items():
+                out[f"{task}/{variant}/{k}"] = val
+                if len(v["seeds"]) > 1:
+                    out[f"{task}/{variant}/{k}_std"] = v["std"][k]
+        for run, m in s["per_run"].items():
+            for k, val in _scalars(m).items():
+                out[f"{task}/{run}/{k}"] = val
+        for metric, c in s["comparison"].items():
+            out[f"{task}/delta/{metric}"] = c["difference"]
+            out[f"{task}/delta/{metric}_ci_low"] = c["ci_low"]
+            out[f"{task}/delta/{metric}_ci_high"] = c["ci_high"]
+    return out
+
+
+def run(cfg: Evaluate, predictions: Path, reports: Path, report: Path, curves: Path | None = None) -> dict[str, Any]:
+    """reports: folder for metrics.json, details.json and plot data; report: the Markdown report
+    (the HTML version goes beside it)."""
+    runs = load_runs(predictions)
+    summaries = [summarise(group, cfg) for _, group in sorted(runs.items())]
+    for s in summaries:
+        for metric, c in s["comparison"].items():
+            log.info(
+                "%s: adapted - base %s = %+.4f [%+.4f, %+.4f]", s["task"], metric, c["difference"], c["ci_low"], c["ci_high"]
+            )
+    known_tasks = {s["task"] for s in summaries}
+    for b in cfg.baselines:
+        if b.task not in known_tasks:
+            log.warning("evaluate.baselines: task %r has no predictions; its baseline is listed without our number", b.task)
+    with atomic_dir(reports) as tmp:
+        write_json(tmp / "metrics.json", flat(summaries))
+        write_json(tmp / "details.json", summaries)
+        images = write_plots(tmp / "plots", summaries, runs, curves)
+    write_text(report, render_markdown(summaries, cfg))
+    write_text(report.with_suffix(".html"), render_html(summaries, cfg, images))
+    return {"tasks": len(summaries)}
+
+
+# --- one model, one labelled file ----------------------------------------------------------------
+
+
+def evaluate_file(
+    model_dir: Path,
+    test: Path,
+    *,
+    fmt: str = "auto",
+    text_column: str = "text",
+    label_column: str | None = "label",
+    score_column: str | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Metrics of one fine-tuned model on any labelled file in an ingest format. The file goes
+    through the same readers and pandera checks as ingest; rows that fail them are counted and
+    left out, as in the pipeline."""
+    from finpipe.config import NerDataset, SentimentDataset, Validate, parse
+    from finpipe.finetune import ner as ner_mod
+    from finpipe.finetune import sentiment as sm
+    from finpipe.finetune.load import load
+    from finpipe.training import use_bf16
+    from tasks.ingest import ingest_ner_dataset, ingest_sentiment_dataset
+    from tasks.validate import validate_ner, validate_sentiment
+
+    if not test.is_file():
+        raise UserError(f"--test {test}: no such file")
+    kind, model, tokenizer = load(model_dir)
+    bf16 = use_bf16("auto")
+    cfg = parse(Validate, {"max_bad_fraction": 1.0}, source="arguments")
+    if kind == "sentiment":
+        spec = model.spec
+        if score_column is None and label_column is None:
+            raise UserError("evaluate: give --label-column, --score-column or both")
+        ds = parse(
+            SentimentDataset,
+            {
+                "path": test.name,
+                "format": fmt,
+                "text_column": text_column,
+                "label_column": label_column,
+                "score_column": score_column,
+                "labels": spec["labels"],
+                "dev_fraction": 0.0,
+                "test_fraction": 0.0,
+                "score_range": spec["score_range"],
+            },
+            source="arguments",
+        )
+        df = ingest_sentiment_dataset(test.parent, "external", ds, seed=0)
+        meta = {"labels": spec["labels"], "score_range": spec["score_range"], "has_score": score_column is not None}
+        outcome = validate_sentiment(df, meta, cfg)
+        rows = outcome.passed.reset_index(drop=True)
+        if rows.empty:
+            raise UserError(f"{test}: no usable rows ({len(outcome.quarantined)} failed the checks)")
+        pred = sm.predict(
+            model,
+            tokenizer,
+            rows["text"].tolist(),
+            batch_size=batch_size,
+            max_length=int(spec.get("max_seq_length") or 128),
+            bf16=bf16,
+        )
+        index = {n: i for i, n in enumerate(spec["labels"])}
+        result: dict[str, Any] = {}
+        if "label" in pred and label_column is not None:
+            result.update(
+                fm.class_metrics(
+                    rows["label"].map(index).to_numpy(), pred["label"], spec["labels"], ordered=spec["target"] == "ordinal"
+                )
+            )
+        if "score" in pred and score_column is not None:
+            result.update(fm.score_metrics(rows["score"].to_numpy(dtype=float), pred["score"]))
+    else:
+        tags = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+        types = sorted({t[2:] for t in tags if t != "O"}, key=lambda t: tags.index("B-" + t))
+        ds = parse(
+            NerDataset,
+            {"path": test.name, "format": fmt, "entity_types": types, "dev_fraction": 0.0, "test_fraction": 0.0},
+            source="arguments",
+        )
+        df, _ = ingest_ner_dataset(test.parent, "external", ds, seed=0)
+        outcome = validate_ner(df, {"tags": tags}, cfg)
+        rows = outcome.passed.reset_index(drop=True)
+        if rows.empty:
+            raise UserError(f"{test}: no usable rows ({len(outcome.quarantined)} failed the checks)")
+        window = getattr(model.config, ner_mod.SPEC_KEY)
+        pred_tags, _ = ner_mod.predict_words(
+            model,
+            tokenizer,
+            [list(t) for t in rows["tokens"]],
+            max_length=window["max_length"],
+            stride=window["stride"],
+            batch_size=batch_size,
+            bf16=bf16,
+        )
+        result = fm.ner_metrics([list(t) for t in rows["tags"]], pred_tags)
+    return {
+        "model": str(model_dir),
+        "test": str(test),
+        "kind": kind,
+        "rows": len(df),
+        "scored": len(rows),
+        "skipped": len(outcome.quarantined),
+        **result,
+    }
