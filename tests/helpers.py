@@ -85,3 +85,27 @@ def tiny_pretrain(**train: Any) -> dict[str, Any]:
 
 def reasons(outcome: Outcome) -> list[list[str]]:
     return list(outcome.quarantined["reasons"])
+
+
+def tiny_finetune(**train: Any) -> dict[str, Any]:
+    """The finetune section for stage tests: the embedded tasks, a few steps each."""
+    steps = {
+        "max_steps": 6,
+        "batch_size": 8,
+        "eval_steps": 3,
+        "logging_steps": 2,
+        "learning_rate": 1e-3,
+        "head_learning_rate": 3e-3,
+        "max_seq_length": 48,
+        "bf16": False,
+        **train,
+    }
+    return {
+        "variants": ["adapted", "base"],
+        "seeds": [13],
+        "sentiment": {
+            "tasks": {"headlines": {"dataset": "headlines", "target": "ordinal", "score_loss_weight": 1.0}},
+            "train": steps,
+        },
+        "ner": {"tasks": {"news": {"dataset": "news"}}, "stride": 6, "train": {**steps, "max_seq_length": 16}},
+    }
