@@ -14,7 +14,9 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test chromium real-data real-pretrain bench bench-pretrain lint clean
+FINPIPE_DATA ?= ../shared/data
+
+.PHONY: run test chromium real real-data real-pretrain bench bench-pretrain lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -39,8 +41,13 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "chromium not available: the Prefect UI screenshot check will be skipped"
 
+## make real: the whole pipeline on the real data sets with profiles/real.yaml (DAPT of MiniLM on
+## Reuters, fine-tuning on FPB 50Agree, SemEval-2017 headlines and FIN5, 3 seeds, evaluation):
+## about 2 h on 2 CPU cores, in its own DVC workspace (REAL_WORKSPACE, default data/work/real-project)
+real: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" bash profiles/real-run.sh
+
 ## make real-data: ingest + validate the real public data sets in ../shared/data (or FINPIPE_DATA)
-FINPIPE_DATA ?= ../shared/data
 REAL_OUT ?= data/work/real
 real-data: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" REAL_OUT="$(REAL_OUT)" bash profiles/real-data.sh

@@ -315,6 +315,7 @@ class SentimentTask:
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     score_loss_weight: float = Field(default=0.0, ge=0.0)
     head: Head = Head()
+    train: FinetuneTrain | None = None  # replaces finetune.sentiment.train for this task
 
 
 @dataclass(config=_STRICT)
@@ -328,6 +329,7 @@ class NerTask:
     dataset: str
     labels: list[str] | None = None  # when given, must equal the dataset's tag set
     label_all_subtokens: bool = False  # False: first sub-token carries the label, the rest -100
+    train: FinetuneTrain | None = None  # replaces finetune.ner.train for this task
 
 
 @dataclass(config=_STRICT)
@@ -338,8 +340,9 @@ class NerFinetune:
 
     @model_validator(mode="after")
     def _stride(self) -> NerFinetune:
-        if self.stride >= self.train.max_seq_length - 2:
-            raise ValueError("stride must be below train.max_seq_length - 2")
+        for train in [self.train, *(t.train for t in self.tasks.values() if t.train is not None)]:
+            if self.stride >= train.max_seq_length - 2:
+                raise ValueError("stride must be below train.max_seq_length - 2")
         return self
 
 
@@ -350,6 +353,15 @@ class Finetune:
     seeds: list[int] = Field(default_factory=lambda: [13])
     sentiment: SentimentFinetune = SentimentFinetune(tasks={})
     ner: NerFinetune = NerFinetune(tasks={})
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> Finetune:
+        both = set(self.sentiment.tasks) & set(self.ner.tasks)
+        if both:  # metric keys are task/variant/metric: one name, one task
+            raise ValueError(f"task names must differ between sentiment and ner: {sorted(both)}")
+        if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
+            raise ValueError("seeds must be a non-empty list without repeats")
+        return self
 
 
 @dataclass(config=_STRICT)

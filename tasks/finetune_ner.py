@@ -51,7 +51,7 @@ def run(
 ) -> dict[str, Any]:
     where = f"finetune.ner.tasks.{task_name}"
     task = _task(cfg, task_name)
-    train_cfg = cfg.ner.train
+    train_cfg = task.train or cfg.ner.train
     df, meta = read_dataset(data_dir, task.dataset, where)
     tags = list(meta["tags"])
     check_labels(task.labels, tags, where, task.dataset)
@@ -108,7 +108,8 @@ def run(
         *sorted(model_dir.glob("*.safetensors")),
         fingerprint(data_dir / f"{task.dataset}.parquet"),
         dataclasses.asdict(task),
-        dataclasses.asdict(cfg.ner),
+        dataclasses.asdict(train_cfg),
+        cfg.ner.stride,
         seed,
     )
     result = fit(

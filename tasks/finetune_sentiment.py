@@ -76,7 +76,7 @@ def run(
 ) -> dict[str, Any]:
     where = f"finetune.sentiment.tasks.{task_name}"
     task = _task(cfg, task_name)
-    train_cfg = cfg.sentiment.train
+    train_cfg = task.train or cfg.sentiment.train
     df, meta = read_dataset(data_dir, task.dataset, where)
     check_task(task, meta, where)
     train, dev, test = split(df, "train", task.dataset), split(df, "dev", task.dataset), split(df, "test", task.dataset, False)
