@@ -10,19 +10,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import tiny_pretrain
+from helpers import tiny_finetune, tiny_pretrain
 from test_dvc_pipeline import copy_repo
 
 pytestmark = pytest.mark.slow
 
 TINY_PRETRAIN = tiny_pretrain(save_steps=3, logging_steps=3, learning_rate=5e-5)
-STAGES = ["ingest@corpus", "ingest@ner", "ingest@sentiment", "pretrain", "validate@corpus", "validate@ner", "validate@sentiment"]
+STAGES = sorted([
+    "ingest@corpus", "ingest@ner", "ingest@sentiment", "pretrain", "validate@corpus", "validate@ner", "validate@sentiment",
+    "base-model", "evaluate", "finetune-sentiment@headlines-adapted-13", "finetune-sentiment@headlines-base-13",
+    "finetune-ner@news-adapted-13", "finetune-ner@news-base-13",
+])
 
 
 def tiny_workspace(dst: Path) -> Path:
     ws = copy_repo(dst)
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["pretrain"] = TINY_PRETRAIN
+    params["finetune"] = tiny_finetune()
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     import subprocess
 
