@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml requirements.lock
 ## make run: the whole pipeline on the embedded default (dvc repro)
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@echo "report: reports/report.md (and reports/report.html); metrics: $(BIN)/dvc metrics show"
 
 ## make test: every test, slow and real-data ones included (real-data tests skip without ../shared/data)
 test: $(STAMP) chromium
