@@ -58,7 +58,9 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {
         *(f"{s}@{k}" for s in ("ingest", "validate") for k in ("corpus", "sentiment", "ner")),
-        "pretrain", "base-model", "evaluate",
+        "pretrain",
+        "base-model",
+        "evaluate",
         *(f"finetune-sentiment@headlines-{v}-13" for v in ("adapted", "base")),
         *(f"finetune-ner@news-{v}-13" for v in ("adapted", "base")),
     }

@@ -19,7 +19,9 @@ def _write(root: Path, kind: str, task: str, variant: str, seed: int, rows: list
     d = root / kind / task / f"{variant}-s{seed}"
     d.mkdir(parents=True)
     (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "meta.json").write_text(json.dumps({"kind": kind, "task": task, "variant": variant, "seed": seed, "dataset": task, **meta}))
+    (d / "meta.json").write_text(
+        json.dumps({"kind": kind, "task": task, "variant": variant, "seed": seed, "dataset": task, **meta})
+    )
 
 
 def _sentiment(gold: list[int], pred: list[int], scores: list[float] | None = None) -> list[dict]:
@@ -41,15 +43,22 @@ def predictions(tmp_path) -> Path:
     _write(root, "sentiment", "fpb", "adapted", 2, _sentiment(gold, gold), **meta)
     _write(root, "sentiment", "fpb", "base", 1, _sentiment(gold, [1] * 40), **meta)  # always neutral
     _write(root, "sentiment", "fpb", "base", 2, _sentiment(gold, [1] * 40), **meta)
-    ner_rows = [{"id": "n1", "tokens": ["A", "B", "c"], "gold": ["B-ORG", "I-ORG", "O"], "tags": ["B-ORG", "I-ORG", "O"]},
-                {"id": "n2", "tokens": ["D", "e"], "gold": ["B-PER", "O"], "tags": ["O", "O"]}]
+    ner_rows = [
+        {"id": "n1", "tokens": ["A", "B", "c"], "gold": ["B-ORG", "I-ORG", "O"], "tags": ["B-ORG", "I-ORG", "O"]},
+        {"id": "n2", "tokens": ["D", "e"], "gold": ["B-PER", "O"], "tags": ["O", "O"]},
+    ]
     _write(root, "ner", "sec", "adapted", 1, ner_rows, labels=["O", "B-PER", "I-PER", "B-ORG", "I-ORG"])
     return root
 
 
 def test_flat_metrics_bootstrap_and_report(tmp_path, predictions):
-    cfg = parse(Evaluate, {"bootstrap_resamples": 200, "baselines": [
-        {"task": "fpb", "metric": "accuracy", "value": 0.86, "source": "FinBERT (Araci 2019)"}]})
+    cfg = parse(
+        Evaluate,
+        {
+            "bootstrap_resamples": 200,
+            "baselines": [{"task": "fpb", "metric": "accuracy", "value": 0.86, "source": "FinBERT (Araci 2019)"}],
+        },
+    )
     evaluate.run(cfg, predictions, tmp_path / "out", tmp_path / "report.md")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["fpb/adapted/accuracy"] == 1.0 and metrics["fpb/base/accuracy"] == pytest.approx(0.4)

@@ -26,7 +26,7 @@ def test_windows_cover_every_token_within_size(n, body, stride):
     word_ids = np.repeat(np.arange(n), rng.integers(1, 3, n)).tolist()[:n]
     spans = ner.window_starts(word_ids, body, stride)
     assert spans[0][0] == 0 and spans[-1][1] == len(word_ids)
-    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+    for (s0, e0), (s1, _e1) in zip(spans, spans[1:]):
         # forward and contiguous; the overlap is the stride, plus the start of a word cut by it
         assert s0 < s1 <= e0 and stride <= e0 - s1 <= stride + 1
     assert all(0 < e - s <= body for s, e in spans)
@@ -88,7 +88,10 @@ def test_labels_on_first_sub_token_or_all(tiny_bert):
 
 def test_bio_spans():
     assert ner.spans(["B-PER", "I-PER", "O", "I-ORG", "I-ORG", "B-ORG", "I-LOC"]) == [
-        ("PER", 0, 1), ("ORG", 3, 4), ("ORG", 5, 5), ("LOC", 6, 6)
+        ("PER", 0, 1),
+        ("ORG", 3, 4),
+        ("ORG", 5, 5),
+        ("LOC", 6, 6),
     ]
 
 
@@ -106,9 +109,15 @@ def test_coral_probabilities_and_thresholds():
 
 def _tiny_sentiment(target: str, weight: float = 0.0) -> SentimentModel:
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
-    config.finpipe_sentiment = make_spec(task="t", labels=list("abcde"), target=target, has_score=weight > 0,
-                                         score_range=(-1, 1), head={"pooling": "mean", "dropout": 0.0, "hidden_size": 0},
-                                         score_loss_weight=weight)
+    config.finpipe_sentiment = make_spec(
+        task="t",
+        labels=list("abcde"),
+        target=target,
+        has_score=weight > 0,
+        score_range=(-1, 1),
+        head={"pooling": "mean", "dropout": 0.0, "hidden_size": 0},
+        score_loss_weight=weight,
+    )
     return SentimentModel(config)
 
 

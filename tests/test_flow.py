@@ -16,11 +16,23 @@ from test_dvc_pipeline import copy_repo
 pytestmark = pytest.mark.slow
 
 TINY_PRETRAIN = tiny_pretrain(save_steps=3, logging_steps=3, learning_rate=5e-5)
-STAGES = sorted([
-    "ingest@corpus", "ingest@ner", "ingest@sentiment", "pretrain", "validate@corpus", "validate@ner", "validate@sentiment",
-    "base-model", "evaluate", "finetune-sentiment@headlines-adapted-13", "finetune-sentiment@headlines-base-13",
-    "finetune-ner@news-adapted-13", "finetune-ner@news-base-13",
-])
+STAGES = sorted(
+    [
+        "ingest@corpus",
+        "ingest@ner",
+        "ingest@sentiment",
+        "pretrain",
+        "validate@corpus",
+        "validate@ner",
+        "validate@sentiment",
+        "base-model",
+        "evaluate",
+        "finetune-sentiment@headlines-adapted-13",
+        "finetune-sentiment@headlines-base-13",
+        "finetune-ner@news-adapted-13",
+        "finetune-ner@news-base-13",
+    ]
+)
 
 
 def tiny_workspace(dst: Path) -> Path:
