@@ -53,6 +53,7 @@ def workspace(tmp_path_factory) -> Path:
     return copy_repo(tmp_path_factory.mktemp("ws") / "repo")
 
 
+@pytest.mark.timeout(2700)  # the whole embedded default with MiniLM, then a rerun of the NER branch
 def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     out = _sh(["dvc", "repro"], workspace)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
