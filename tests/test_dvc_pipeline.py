@@ -87,7 +87,7 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     assert ran == {"ingest@ner", "validate@ner", "finetune-ner@news-adapted-13", "finetune-ner@news-base-13", "evaluate"}
 
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["finetune"]["sentiment"]["train"]["num_epochs"] = 2
+    params["finetune"]["sentiment"]["train"]["num_epochs"] += 1
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     import json
 
