@@ -111,8 +111,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tasks import predict
 
     counts = predict.run(
-        args.kind, Path(args.model), args.input, args.output, text_column=args.text_column,
-        batch_size=args.batch_size, fmt=args.format,
+        args.kind,
+        Path(args.model),
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        batch_size=args.batch_size,
+        fmt=args.format,
     )
     log.info("predict: %s", counts)
     return 0
@@ -125,9 +130,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model:  # score one fine-tuned model on any labelled file
         if not args.test or not args.output:
             raise UserError("evaluate --model needs --test FILE and --output metrics.json")
-        metrics = evaluate.evaluate_file(Path(args.model), Path(args.test), fmt=args.format, text_column=args.text_column,
-                                         label_column=args.label_column, score_column=args.score_column,
-                                         batch_size=args.batch_size)
+        metrics = evaluate.evaluate_file(
+            Path(args.model),
+            Path(args.test),
+            fmt=args.format,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            score_column=args.score_column,
+            batch_size=args.batch_size,
+        )
         write_json(args.output, metrics)
         return 0
     if not args.predictions or not args.reports:
@@ -135,8 +146,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     if not args.report:
         raise UserError("evaluate needs --report FILE.md (the HTML report is written beside it)")
-    evaluate.run(params.evaluate, Path(args.predictions), Path(args.reports), Path(args.report),
-                 Path(args.curves) if args.curves else None)
+    evaluate.run(
+        params.evaluate, Path(args.predictions), Path(args.reports), Path(args.report), Path(args.curves) if args.curves else None
+    )
     return 0
 
 

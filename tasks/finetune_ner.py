@@ -22,9 +22,16 @@ from finpipe.atomic import atomic_dir, write_json
 from finpipe.config import Finetune, NerTask
 from finpipe.errors import UserError
 from finpipe.finetune import ner
-from finpipe.finetune.fit import check_labels, check_model_dir, clear_checkpoints, fit, read_dataset, split
+from finpipe.finetune.fit import (
+    check_labels,
+    check_model_dir,
+    checkpoint_dir,
+    clear_checkpoints,
+    fit,
+    read_dataset,
+    split,
+)
 from finpipe.finetune.metrics import ner_metrics
-from finpipe.pretrain.data import fingerprint
 from finpipe.training import is_main_process, use_bf16
 
 log = logging.getLogger(__name__)
@@ -104,9 +111,10 @@ def run(
     def scorer(m: Any) -> dict[str, Any]:
         return ner_metrics(dev_gold, predict(m, dev_words))
 
-    run_dir = checkpoints / fingerprint(
-        *sorted(model_dir.glob("*.safetensors")),
-        fingerprint(data_dir / f"{task.dataset}.parquet"),
+    run_dir = checkpoint_dir(
+        checkpoints,
+        model_dir,
+        data_dir / f"{task.dataset}.parquet",
         dataclasses.asdict(task),
         dataclasses.asdict(train_cfg),
         cfg.ner.stride,

@@ -22,9 +22,16 @@ from finpipe.atomic import atomic_dir, write_json
 from finpipe.config import Finetune, SentimentTask
 from finpipe.errors import UserError
 from finpipe.finetune import sentiment as sm
-from finpipe.finetune.fit import check_labels, check_model_dir, clear_checkpoints, fit, read_dataset, split
+from finpipe.finetune.fit import (
+    check_labels,
+    check_model_dir,
+    checkpoint_dir,
+    clear_checkpoints,
+    fit,
+    read_dataset,
+    split,
+)
 from finpipe.finetune.metrics import class_metrics, score_metrics
-from finpipe.pretrain.data import fingerprint
 from finpipe.training import is_main_process, use_bf16
 
 log = logging.getLogger(__name__)
@@ -139,9 +146,10 @@ def run(
 
     best_metric = "cosine" if task.target == "score" else "macro_f1"
     label_names = ["labels", "scores"] if has_score else ["labels"]
-    run_dir = checkpoints / fingerprint(
-        *sorted(model_dir.glob("*.safetensors")),
-        fingerprint(data_dir / f"{task.dataset}.parquet"),
+    run_dir = checkpoint_dir(
+        checkpoints,
+        model_dir,
+        data_dir / f"{task.dataset}.parquet",
         dataclasses.asdict(task),
         dataclasses.asdict(train_cfg),
         seed,

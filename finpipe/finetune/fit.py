@@ -145,5 +145,12 @@ def fit(
     )
 
 
+def checkpoint_dir(checkpoints: Path, model_dir: Path, data_file: Path, *config: Any) -> Path:
+    """Checkpoints belong to one (starting weights, data, configuration): any change starts afresh."""
+    from finpipe.pretrain.data import fingerprint
+
+    return checkpoints / fingerprint(*sorted(model_dir.glob("*.safetensors")), fingerprint(data_file), *config)
+
+
 def clear_checkpoints(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
