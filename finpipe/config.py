@@ -251,6 +251,9 @@ class PretrainTrain:
     seed: int = 13
     bf16: Literal["auto", True, False] = "auto"
     fused_adamw: bool = True
+    # CPU training: draw dropout masks in bulk (finpipe/pretrain/dropout.py) instead of torch's
+    # per-element bernoulli_; the same p and seeding, and no effect on GPUs or on evaluation
+    bulk_dropout: bool = True
     group_by_length: bool = True
     save_steps: int = Field(default=50, ge=1)
     save_total_limit: int = Field(default=2, ge=1)

@@ -27,6 +27,10 @@ from prefect.states import Completed
 
 _EXITED = re.compile(r"exited with (-?\d+)")
 _FINPIPE_ERROR = re.compile(r"^finpipe [\w-]+: error: (.*)$")
+# dvc's own exit codes (dvc/cli/__init__.py): 251 config error, 252 interrupted by the user,
+# 253 not a DVC repo, 254 dvc.yaml/params parse error; 255 any DvcException or unexpected error
+_DVC_DETERMINISTIC = (251, 252, 253, 254)
+_DVC_TRANSIENT = re.compile(r"unexpected error|lock|timed? ?out|temporar|connection", re.IGNORECASE)
 
 
 class StageFailed(Exception):
@@ -53,16 +57,23 @@ def _env() -> dict[str, str]:
 
 
 def classify(stage: str, returncode: int, lines: list[str]) -> Exception | None:
+    """None on success, StageFailed when a rerun would fail the same way, else TransientStageError."""
     if returncode == 0:
         return None
     errors = [m.group(1) for line in lines if (m := _FINPIPE_ERROR.match(line.strip()))]
     exited = [int(m.group(1)) for line in lines if (m := _EXITED.search(line))]
+    dvc_errors = [line.strip() for line in lines if line.startswith("ERROR")]
     code = exited[-1] if exited else returncode
     if errors and code in (1, 2):
         return StageFailed(f"{stage}: {errors[-1]}")
     if code in (1, 2) and not any("Traceback" in line for line in lines):
-        dvc_errors = [line.strip() for line in lines if line.startswith("ERROR")]
         return StageFailed(f"{stage}: {dvc_errors[-1] if dvc_errors else f'exited with {code}'}")
+    if not exited and returncode in _DVC_DETERMINISTIC:
+        return StageFailed(f"{stage}: {dvc_errors[-1] if dvc_errors else f'dvc exited with {returncode}'}")
+    if not exited and returncode == 255 and dvc_errors and not _DVC_TRANSIENT.search(dvc_errors[-1]):
+        # DVC refused before the command ran (a param or dependency missing, an unknown stage):
+        # the same inputs give the same refusal
+        return StageFailed(f"{stage}: {dvc_errors[-1]}")
     return TransientStageError(f"{stage}: exited with {code}; last output: {lines[-1].strip() if lines else ''}")
 
 

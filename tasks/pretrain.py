@@ -27,6 +27,7 @@ from finpipe.errors import UserError
 from finpipe.pretrain.base import extend_vocab, load_base, resolve
 from finpipe.pretrain.collator import PretrainCollator
 from finpipe.pretrain.data import cached_examples, fingerprint, read_documents, tokenizer_fingerprint
+from finpipe.pretrain.dropout import use_bulk_mask_dropout
 from finpipe.pretrain.evaluate import evaluate
 from finpipe.training import Trainer, dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
 
@@ -93,6 +94,8 @@ def run(
         else []
     )
 
+    if cfg.train.bulk_dropout:
+        log.info("dropout: %d modules draw their CPU masks in bulk", use_bulk_mask_dropout(model))
     tok_fp = tokenizer_fingerprint(tokenizer)
     data_cfg = dataclasses.asdict(cfg.data)
     train_ds = cached_examples(
