@@ -44,7 +44,7 @@ chromium:
 
 ## make real: the whole pipeline on the real data sets with profiles/real.yaml (DAPT of MiniLM on
 ## Reuters, fine-tuning on FPB 50Agree, SemEval-2017 headlines and FIN5, 3 seeds, evaluation):
-## about 2 h on 2 CPU cores, in its own DVC workspace (REAL_WORKSPACE, default data/work/real-project)
+## about 1.5 h on 2 CPU cores (measured 1 h 32 min), in its own DVC workspace (REAL_WORKSPACE, default data/work/real-project)
 real: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" bash profiles/real-run.sh
 
