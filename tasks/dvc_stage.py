@@ -68,12 +68,11 @@ def classify(stage: str, returncode: int, lines: list[str]) -> Exception | None:
         return StageFailed(f"{stage}: {errors[-1]}")
     if code in (1, 2) and not any("Traceback" in line for line in lines):
         return StageFailed(f"{stage}: {dvc_errors[-1] if dvc_errors else f'exited with {code}'}")
-    if not exited and returncode in _DVC_DETERMINISTIC:
+    # DVC refused before the command ran (a param or dependency missing, an unknown stage, a
+    # corrupt dvc.yaml): the same inputs give the same refusal
+    refused = returncode == 255 and dvc_errors and not _DVC_TRANSIENT.search(dvc_errors[-1])
+    if not exited and (returncode in _DVC_DETERMINISTIC or refused):
         return StageFailed(f"{stage}: {dvc_errors[-1] if dvc_errors else f'dvc exited with {returncode}'}")
-    if not exited and returncode == 255 and dvc_errors and not _DVC_TRANSIENT.search(dvc_errors[-1]):
-        # DVC refused before the command ran (a param or dependency missing, an unknown stage):
-        # the same inputs give the same refusal
-        return StageFailed(f"{stage}: {dvc_errors[-1]}")
     return TransientStageError(f"{stage}: exited with {code}; last output: {lines[-1].strip() if lines else ''}")
 
 

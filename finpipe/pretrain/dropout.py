@@ -68,7 +68,7 @@ def attention(
         else:
             scores = scores + attention_mask
     probs = bulk_dropout(scores.softmax(dim=-1), dropout, True)
-    return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(ATTENTION, attention)
