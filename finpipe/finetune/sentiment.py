@@ -72,6 +72,8 @@ class Coral(nn.Module):
 
 
 class SentimentModel(BertPreTrainedModel):
+    accepts_loss_kwargs = False  # returns a micro-batch mean: see MaskedOnlyBertForPreTraining
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         spec = getattr(config, SPEC_KEY, None)

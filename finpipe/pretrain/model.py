@@ -26,6 +26,10 @@ class PretrainOutput(ModelOutput):
 
 
 class MaskedOnlyBertForPreTraining(BertForPreTraining):
+    # the loss is a mean over this micro-batch (MLM: its masked tokens; NSP: its pairs), not a
+    # sum over the Trainer's `num_items_in_batch`: the Trainer must average micro-batches itself
+    accepts_loss_kwargs = False
+
     def forward(
         self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None, **kwargs
     ) -> PretrainOutput:
