@@ -127,6 +127,12 @@ class Trainer(HFTrainer):
 
     def __init__(self, *args: Any, scorer: Any = None, param_groups: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # Every model trained here returns the mean loss of its micro-batch. The HF Trainer
+        # takes any forward with **kwargs for one that divides by `num_items_in_batch` itself;
+        # it then skips the division by gradient_accumulation_steps and multiplies by the
+        # number of processes, so the loss and the gradient came out xGA and xworld size.
+        # Declaring the models mean-reducing restores plain averaging of micro-batch means.
+        self.model_accepts_loss_kwargs = False
         self.scorer = scorer
         self.param_groups = param_groups
 
@@ -157,8 +163,10 @@ class Trainer(HFTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         column = self.args.length_column_name
         if self.args.train_sampling_strategy == "group_by_length" and column in getattr(dataset, "column_names", []):
+            # grouped by the global batch (all micro-batches of all processes): then 16 x 1,
+            # 8 x 2 accumulated and 8 on each of 2 processes train on the same examples per step
             return SeededLengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
                 dataset=dataset,
                 lengths=dataset[column],
                 seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
