@@ -82,7 +82,8 @@ def _one_step(make_model, rows, collator, batch_size: int, accumulation: int, tm
     torch.manual_seed(0)
     model = make_model()
     cfg = parse(PretrainTrain, {"batch_size": batch_size, "gradient_accumulation_steps": accumulation, "bf16": False})
-    args = training_arguments(cfg, tmp_path / f"run-{batch_size}x{accumulation}", label_names=labels, bf16=False, max_steps=1, save=False)
+    out = tmp_path / f"run-{batch_size}x{accumulation}"
+    args = training_arguments(cfg, out, label_names=labels, bf16=False, max_steps=1, save=False)
     args.max_grad_norm = 0.0  # the raw gradient: clipping would hide a scale error
     args.logging_steps = 1
     grads = GradsBeforeStep()

@@ -144,8 +144,9 @@ def _cli_pretrain(work: Path, corpus: Path, pretrain_section: dict, nproc: int) 
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "29517"] if nproc > 1 else []
     cmd = [sys.executable, *launcher, "-m", "finpipe.cli", "pretrain", "--params", str(work / "params.yaml")]
-    for flag, name in [("corpus", None), ("output", "model"), ("metrics", "m.json"), ("live", "live"), ("checkpoints", "ckpt"), ("cache", "cache")]:
-        cmd += [f"--{flag}", str(corpus if name is None else work / name)]
+    cmd += ["--corpus", str(corpus)]
+    for flag, name in [("output", "model"), ("metrics", "m.json"), ("live", "live"), ("checkpoints", "ckpt"), ("cache", "cache")]:
+        cmd += [f"--{flag}", str(work / name)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
