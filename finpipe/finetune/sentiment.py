@@ -141,8 +141,14 @@ class SentimentModel(BertPreTrainedModel):
 
     def class_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.spec["target"] == "ordinal":
+            # CORAL's loss per example is the sum over the K - 1 thresholds (Cao et al.): a mean
+            # over thresholds would make it (K - 1)x smaller than cross-entropy, and the score
+            # term (x score_loss_weight) that much heavier than the param says
             levels = torch.arange(logits.shape[-1], device=labels.device)
-            return F.binary_cross_entropy_with_logits(logits, (labels.unsqueeze(-1) > levels).float())
+            per_threshold = F.binary_cross_entropy_with_logits(
+                logits, (labels.unsqueeze(-1) > levels).float(), reduction="none"
+            )
+            return per_threshold.sum(-1).mean()
         weight = self.class_weights if self.spec["loss"] == "weighted_cross_entropy" else None
         return F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.spec["label_smoothing"])
 
@@ -160,24 +166,32 @@ def init_thresholds(model: SentimentModel, labels: Sequence[int]) -> None:
         model.classes.bias.copy_(torch.tensor(np.log(above / (1 - above)), dtype=model.classes.bias.dtype))
 
 
+def cumulative_above(logits: np.ndarray) -> np.ndarray:
+    """CORAL's P(y > k), made non-increasing in k: with shared weights the raw sigmoids are
+    rank-consistent only while the biases stay ordered, which training does not guarantee."""
+    above = 1 / (1 + np.exp(-logits))
+    return np.minimum.accumulate(above, axis=-1)
+
+
 def class_probabilities(logits: np.ndarray, target: str) -> np.ndarray:
-    """Class probabilities from either head: softmax, or differences of CORAL's cumulative
-    probabilities P(y > k) (made monotone first, so no class gets a negative probability)."""
+    """Class probabilities from either head: softmax, or differences of CORAL's (monotone)
+    cumulative probabilities P(y > k), so no class gets a negative probability."""
     if target == "ordinal":
-        above = 1 / (1 + np.exp(-logits))
-        above = np.minimum.accumulate(above, axis=-1)
+        above = cumulative_above(logits)
         cum = np.concatenate([np.ones((len(above), 1)), above, np.zeros((len(above), 1))], axis=1)
-        probs = cum[:, :-1] - cum[:, 1:]
-        return probs / probs.sum(-1, keepdims=True)
+        return cum[:, :-1] - cum[:, 1:]  # telescopes: sums to 1 exactly
     z = logits - logits.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
 
 
 def predicted_class(logits: np.ndarray, target: str) -> np.ndarray:
-    """CORAL predicts the number of thresholds passed; softmax the most probable class."""
+    """Softmax: the most probable class. CORAL: the median of the reported distribution, i.e.
+    the number of thresholds whose monotone P(y > k) exceeds 1/2 (Cao et al.'s rule, read
+    from the same probabilities `class_probabilities` reports, so label and distribution
+    always agree)."""
     if target == "ordinal":
-        return (logits > 0).sum(-1)
+        return (cumulative_above(logits) > 0.5).sum(-1)
     return logits.argmax(-1)
 
 
