@@ -55,6 +55,17 @@ def window_starts(word_ids: Sequence[int], body: int, stride: int) -> list[tuple
         start = back if back > start else nxt
 
 
+def continuation_labels(label2id: dict[str, int]) -> dict[int, int]:
+    """The label of a word's later sub-tokens, by the label of its first: B-X continues as
+    I-X, and as B-X itself where the label set has no I-X (an entity type seen only as
+    single-token entities), as HF's run_ner does; every other label continues as itself."""
+    out = {}
+    for tag, i in label2id.items():
+        inside = "I-" + tag[2:] if tag.startswith("B-") else None
+        out[i] = label2id.get(inside, i) if inside else i
+    return out
+
+
 def encode(
     tokenizer: PreTrainedTokenizerBase,
     sentences: Sequence[Sequence[str]],
@@ -66,6 +77,7 @@ def encode(
     label_all_subtokens: bool = False,
 ) -> Encoded:
     body = max_length - 2
+    continuation = continuation_labels(label2id)
     pieces = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
     out = Encoded()
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -93,8 +105,7 @@ def encode(
                 elif first[t]:
                     row.append(label2id[tags[si][w]])
                 elif label_all_subtokens:
-                    tag = tags[si][w]
-                    row.append(label2id["I-" + tag[2:]] if tag.startswith("B-") else label2id[tag])
+                    row.append(continuation[label2id[tags[si][w]]])
                 else:
                     row.append(-100)
             row.append(-100)
