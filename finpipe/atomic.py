@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -55,9 +56,24 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def strict_json(obj: Any) -> Any:
+    """NaN and infinities as null: Python writes them as bare `NaN`, which is not JSON and which
+    strict readers (jq, JavaScript, most JSON libraries) reject. An undefined metric (e.g. the
+    Spearman correlation of a constant prediction) is reported as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalars
+        return strict_json(obj.item())
+    return obj
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -147,7 +147,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.report:
         raise UserError("evaluate needs --report FILE.md (the HTML report is written beside it)")
     evaluate.run(
-        params.evaluate, Path(args.predictions), Path(args.reports), Path(args.report), Path(args.curves) if args.curves else None
+        params.evaluate,
+        evaluate.declared_runs(params.finetune),
+        Path(args.predictions),
+        Path(args.reports),
+        Path(args.report),
+        Path(args.curves) if args.curves else None,
     )
     return 0
 

@@ -39,6 +39,10 @@ def _verdict(c: dict[str, Any]) -> str:
     return "the interval excludes zero: adapted is " + ("better" if c["difference"] > 0 else "worse")
 
 
+def _levels(c: dict[str, Any]) -> str:
+    return c.get("resampled", "test items")
+
+
 def headline(s: dict[str, Any], cfg: Evaluate) -> str:
     metric = s["headline"]
     label = f"**{s['task']}** ({s['kind']}, {s['test_items']} test items"
@@ -51,7 +55,7 @@ def headline(s: dict[str, Any], cfg: Evaluate) -> str:
     pct = int(round(cfg.confidence * 100))
     return (
         f"{label}: domain pretraining changed {NAMES.get(metric, metric)} by {_fmt(c['difference'], True)} "
-        f"({pct}% CI {_fmt(c['ci_low'], True)} to {_fmt(c['ci_high'], True)}); {_verdict(c)}"
+        f"({pct}% CI {_fmt(c['ci_low'], True)} to {_fmt(c['ci_high'], True)}, resampling {_levels(c)}); {_verdict(c)}"
     )
 
 
@@ -110,9 +114,14 @@ def blocks(summaries: Sequence[dict[str, Any]], cfg: Evaluate, images: dict[str,
             "p",
             (
                 f"Every number is on the test split, which no training or model selection saw (early stopping uses dev). "
-                f"Variant means are over seeds. The interval is a paired percentile bootstrap over test items "
-                f"({cfg.bootstrap_resamples} resamples, seed {cfg.seed}): each resample scores every seed of both variants on "
-                f"the same items, so it covers test-set sampling and, through the seed average, seed spread. "
+                f"Variant means are over seeds. The interval is a two-level paired percentile bootstrap "
+                f"({cfg.bootstrap_resamples} resamples, seed {cfg.seed}): each resample draws seeds with replacement "
+                f"(adapted and base of one seed stay a pair), then test items, and scores the drawn runs of both variants "
+                f"on the same items, so it covers test-set sampling and seed-to-seed variation. With one seed per variant "
+                f"it covers test items only, and with a few seeds it knows only the spread among those: each task's "
+                f"headline says which, and its number of test items. "
+                f"n/a marks a metric that is undefined for the run (Spearman or Pearson of a constant prediction or gold): "
+                f"null in metrics.json, and left out of seed means. "
                 f"Sentiment classes from an ordinal (CORAL) head are the median class of the predicted distribution."
             ),
         )
@@ -249,7 +258,9 @@ def write_plots(
             images[f"{s['task']}-per-class"] = _png(fig)
         if curves is not None:
             metric = s["headline"]
+            declared = {f"{r.variant}-s{r.seed}" for r in runs[(s["kind"], s["task"])]}  # not stale folders
             found = sorted((curves / s["kind"] / s["task"]).glob(f"*/live/plots/metrics/eval/{metric}.tsv"))
+            found = [p for p in found if p.parents[4].name in declared]
             if found:
                 fig, ax = plt.subplots(figsize=(7, 3.5))
                 for path in found:

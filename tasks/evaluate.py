@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from finpipe.atomic import atomic_dir, write_json, write_text
-from finpipe.config import Evaluate
+from finpipe.config import Evaluate, Finetune
 from finpipe.errors import UserError
 from finpipe.finetune import metrics as fm
 from finpipe.report_eval import render_html, render_markdown, write_plots
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 # the metrics the adapted - base difference is bootstrapped for, per kind of output
 PRIMARY = {"classes": ["macro_f1", "accuracy"], "score": ["cosine"], "ner": ["micro_f1", "macro_f1"]}
 HEADLINE = {"classes": "macro_f1", "score": "cosine", "ner": "micro_f1"}
+# correlations are undefined (null in the metrics) when gold or prediction is constant
+UNDEFINABLE = {"spearman", "pearson"}
 
 
 @dataclass
@@ -40,17 +43,39 @@ class Run:
     rows: list[dict[str, Any]]
 
 
-def load_runs(root: Path) -> dict[tuple[str, str], list[Run]]:
+def declared_runs(finetune: Finetune) -> list[str]:
+    """The prediction folders (<kind>/<task>/<variant>-s<seed>) of exactly the fine-tuning
+    stages that params declare: the DVC matrix over tasks x variants x seeds."""
+    out = []
+    for kind, tasks in (("sentiment", finetune.sentiment.tasks), ("ner", finetune.ner.tasks)):
+        for task in tasks:
+            out += [f"{kind}/{task}/{v}-s{seed}" for v in finetune.variants for seed in finetune.seeds]
+    return out
+
+
+def load_runs(root: Path, declared: Sequence[str]) -> dict[tuple[str, str], list[Run]]:
+    """The declared runs' predictions. A folder left behind by a task, variant or seed since
+    removed from params is not read (it would be averaged in): it is named in the log."""
     if not root.is_dir():
         raise UserError(f"{root}: no predictions folder; run the fine-tuning stages first")
+    if not declared:
+        raise UserError("finetune: no fine-tuning task is declared (finetune.sentiment.tasks / finetune.ner.tasks)")
+    found = {str(p.parent.relative_to(root)) for p in root.glob("*/*/*/meta.json")}
+    missing = [d for d in declared if d not in found]
+    if missing:
+        raise UserError(
+            f"{root}: no predictions for {len(missing)} declared fine-tuning run(s), e.g. {missing[0]}; "
+            f"run the fine-tuning stages first (dvc repro)"
+        )
+    stale = sorted(found - set(declared))
+    if stale:
+        log.warning("ignoring %d prediction folder(s) no longer declared in params: %s", len(stale), ", ".join(stale))
     runs: dict[tuple[str, str], list[Run]] = defaultdict(list)
-    for meta_path in sorted(root.glob("*/*/*/meta.json")):
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        test = meta_path.parent / "test.jsonl"
+    for rel in sorted(declared):
+        meta = json.loads((root / rel / "meta.json").read_text(encoding="utf-8"))
+        test = root / rel / "test.jsonl"
         rows = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines() if line.strip()]
         runs[(meta["kind"], meta["task"])].append(Run(meta["kind"], meta["task"], meta["variant"], int(meta["seed"]), meta, rows))
-    if not runs:
-        raise UserError(f"{root}: no fine-tuning predictions found (expected <kind>/<task>/<variant>-s<seed>/meta.json)")
     for (kind, task), group in runs.items():
         ids = [r["id"] for r in group[0].rows]
         for run in group[1:]:
@@ -110,7 +135,7 @@ def statistic(output: str, metric: str, k: int):
     if output == "ner":
         if metric == "micro_f1":
             return lambda idx, a: fm.micro_f1_from_counts(a["counts"][idx])
-        return lambda idx, a: float(np.mean([fm.micro_f1_from_counts(c[idx]) for c in a["by_type"].values()]))
+        return lambda idx, a: fm.macro_f1_from_type_counts([c[idx].sum(0) for c in a["by_type"].values()])
     if output == "score":
         return lambda idx, a: fm.cosine(a["gold_score"][idx], a["score"][idx])
     if metric == "accuracy":
@@ -141,12 +166,27 @@ def bootstrap_arrays(run: Run) -> dict[str, Any]:
 
 
 def _scalars(m: dict[str, Any]) -> dict[str, float]:
-    out = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """Scalar metrics of one run; an undefined one (None) as NaN, left out of seed means."""
+    out = {
+        k: (float("nan") if v is None else v)
+        for k, v in m.items()
+        if (isinstance(v, (int, float)) and not isinstance(v, bool)) or (v is None and k in UNDEFINABLE)
+    }
     for name, vals in m.get("per_class", {}).items():
         out[f"f1_{name.replace(' ', '_')}"] = vals["f1"]
     for name, vals in m.get("per_type", {}).items():
         out[f"f1_{name}"] = vals["f1"]
     return out
+
+
+def _seed_mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and std over the seeds where the metric is defined; None (JSON null) where it is
+    defined for none."""
+    defined = [v for v in values if v == v]
+    if not defined:
+        return None, None
+    std = float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0
+    return round(float(np.mean(defined)), 6), round(std, 6)
 
 
 def summarise(runs: list[Run], cfg: Evaluate) -> dict[str, Any]:
@@ -162,8 +202,8 @@ def summarise(runs: list[Run], cfg: Evaluate) -> dict[str, Any]:
                 values[k].append(v)
         variants[variant] = {
             "seeds": [r.seed for r in group],
-            "mean": {k: round(float(np.nanmean(v)), 6) for k, v in values.items()},
-            "std": {k: round(float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 6) for k, v in values.items()},
+            "mean": {k: _seed_mean_std(v)[0] for k, v in values.items()},
+            "std": {k: _seed_mean_std(v)[1] for k, v in values.items()},
         }
     first = runs[0]
     kinds = outputs(first)
@@ -183,7 +223,14 @@ def summarise(runs: list[Run], cfg: Evaluate) -> dict[str, Any]:
                     stat = _on_items(stat, known)
                     n = len(known)
                 result = fm.paired_bootstrap(
-                    stat, a_runs, b_runs, n, resamples=cfg.bootstrap_resamples, seed=cfg.seed, confidence=cfg.confidence
+                    stat,
+                    a_runs,
+                    b_runs,
+                    n,
+                    resamples=cfg.bootstrap_resamples,
+                    seed=cfg.seed,
+                    confidence=cfg.confidence,
+                    paired_seeds=[r.seed for r in by_variant["adapted"]] == [r.seed for r in by_variant["base"]],
                 )
                 result["per_seed"] = {
                     str(s): round(stat(np.arange(n), arrays[f"adapted-s{s}"]) - stat(np.arange(n), arrays[f"base-s{s}"]), 6)
@@ -223,10 +270,18 @@ def flat(summaries: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run(cfg: Evaluate, predictions: Path, reports: Path, report: Path, curves: Path | None = None) -> dict[str, Any]:
-    """reports: folder for metrics.json, details.json and plot data; report: the Markdown report
-    (the HTML version goes beside it)."""
-    runs = load_runs(predictions)
+def run(
+    cfg: Evaluate,
+    declared: Sequence[str],
+    predictions: Path,
+    reports: Path,
+    report: Path,
+    curves: Path | None = None,
+) -> dict[str, Any]:
+    """declared: the runs to evaluate (`declared_runs(params.finetune)`); reports: folder for
+    metrics.json, details.json and plot data; report: the Markdown report (the HTML version
+    goes beside it)."""
+    runs = load_runs(predictions, declared)
     summaries = [summarise(group, cfg) for _, group in sorted(runs.items())]
     for s in summaries:
         for metric, c in s["comparison"].items():

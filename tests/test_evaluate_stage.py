@@ -51,6 +51,9 @@ def predictions(tmp_path) -> Path:
     return root
 
 
+DECLARED = [f"sentiment/fpb/{v}-s{s}" for v in ("adapted", "base") for s in (1, 2)] + ["ner/sec/adapted-s1"]
+
+
 def test_flat_metrics_bootstrap_and_report(tmp_path, predictions):
     cfg = parse(
         Evaluate,
@@ -59,7 +62,7 @@ def test_flat_metrics_bootstrap_and_report(tmp_path, predictions):
             "baselines": [{"task": "fpb", "metric": "accuracy", "value": 0.86, "source": "FinBERT (Araci 2019)"}],
         },
     )
-    evaluate.run(cfg, predictions, tmp_path / "out", tmp_path / "report.md")
+    evaluate.run(cfg, DECLARED, predictions, tmp_path / "out", tmp_path / "report.md")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["fpb/adapted/accuracy"] == 1.0 and metrics["fpb/base/accuracy"] == pytest.approx(0.4)
     assert metrics["fpb/adapted/accuracy_std"] == 0.0 and metrics["fpb/adapted-s2/macro_f1"] == 1.0
@@ -90,6 +93,67 @@ def test_mismatched_test_sets_and_missing_predictions(tmp_path, predictions):
     rows = [json.loads(x) for x in (predictions / "sentiment/fpb/base-s2/test.jsonl").read_text().splitlines()]
     (predictions / "sentiment/fpb/base-s2/test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
     with pytest.raises(UserError, match="tested on other rows"):
-        evaluate.run(cfg, predictions, tmp_path / "out", tmp_path / "r.md")
+        evaluate.run(cfg, DECLARED, predictions, tmp_path / "out", tmp_path / "r.md")
     with pytest.raises(UserError, match="no predictions folder"):
-        evaluate.run(cfg, tmp_path / "nothing", tmp_path / "out", tmp_path / "r.md")
+        evaluate.run(cfg, DECLARED, tmp_path / "nothing", tmp_path / "out", tmp_path / "r.md")
+
+
+def test_declared_runs_follow_the_params_matrix():
+    from finpipe.config import Finetune
+
+    cfg = parse(
+        Finetune,
+        {
+            "variants": ["adapted", "base"],
+            "seeds": [1, 2],
+            "sentiment": {"tasks": {"fpb": {"dataset": "fpb"}}},
+            "ner": {"tasks": {"sec": {"dataset": "sec"}}},
+        },
+    )
+    assert set(evaluate.declared_runs(cfg)) == set(DECLARED) | {"ner/sec/adapted-s2", "ner/sec/base-s1", "ner/sec/base-s2"}
+
+
+def test_a_seed_removed_from_params_leaves_the_report(tmp_path, predictions):
+    """The folder of seed 2 stays on disk after the seed is dropped from params: the report must
+    then show seed 1 alone, not average the stale run in."""
+    cfg = parse(Evaluate, {"bootstrap_resamples": 100})
+    gold = [0, 1, 2, 1, 0, 2, 1, 1, 2, 0] * 4
+    stale_pred = [1] * 40  # seed 2 of adapted, later removed, was always `neutral`
+    (predictions / "sentiment/fpb/adapted-s2/test.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in _sentiment(gold, stale_pred))
+    )
+    declared = ["sentiment/fpb/adapted-s1", "sentiment/fpb/base-s1", "ner/sec/adapted-s1"]
+    evaluate.run(cfg, declared, predictions, tmp_path / "out", tmp_path / "r.md")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["fpb/adapted/accuracy"] == 1.0  # seed 1 only; with seed 2 averaged in: 0.7
+    assert not any("s2" in k for k in metrics) and "fpb/adapted/accuracy_std" not in metrics
+    details = json.loads((tmp_path / "out" / "details.json").read_text())
+    assert details[0]["variants"]["adapted"]["seeds"] == [1]
+    assert "resampling test items (one seed per variant)" in (tmp_path / "r.md").read_text()
+    with pytest.raises(UserError, match="no predictions for 1 declared fine-tuning run"):
+        evaluate.run(cfg, [*declared, "sentiment/fpb/adapted-s3"], predictions, tmp_path / "out", tmp_path / "r.md")
+
+
+def test_undefined_metrics_are_null_in_strict_json(tmp_path):
+    """A constant prediction has no Spearman correlation: null in the metrics (strict JSON), and
+    n/a with the reason in the report."""
+    root = tmp_path / "pred"
+    gold = [0, 1, 2, 1, 0, 2] * 3
+    meta = {"labels": LABELS, "target": "ordinal", "ordered": True, "score": False}
+    _write(root, "sentiment", "h", "adapted", 1, _sentiment(gold, [1] * 18), **meta)
+    _write(root, "sentiment", "h", "base", 1, _sentiment(gold, gold), **meta)
+    evaluate.run(
+        parse(Evaluate, {"bootstrap_resamples": 100}),
+        ["sentiment/h/adapted-s1", "sentiment/h/base-s1"],
+        root,
+        tmp_path / "out",
+        tmp_path / "r.md",
+    )
+    text = (tmp_path / "out" / "metrics.json").read_text()
+    assert "NaN" not in text
+    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert metrics["h/adapted/spearman"] is None and metrics["h/base/spearman"] == pytest.approx(1.0)
+    details = json.loads((tmp_path / "out" / "details.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert details[0]["per_run"]["adapted-s1"]["spearman"] is None
+    report = (tmp_path / "r.md").read_text()
+    assert "| Spearman | n/a |" in report and "undefined for the run (Spearman or Pearson of a constant prediction" in report

@@ -98,5 +98,57 @@ def test_bootstrap_averages_seeds_before_differencing():
     n = 50
     a_runs = [np.ones(n), np.zeros(n)]  # two seeds: mean 0.5
     b_runs = [np.full(n, 0.25)]
-    r = fm.paired_bootstrap(_mean_stat, a_runs, b_runs, n, resamples=200, seed=0, confidence=0.9)
-    assert r["difference"] == pytest.approx(0.25) and r["ci_low"] == pytest.approx(0.25) and r["ci_high"] == pytest.approx(0.25)
+    r = fm.paired_bootstrap(_mean_stat, a_runs, b_runs, n, resamples=400, seed=0, confidence=0.9)
+    assert r["difference"] == pytest.approx(0.25)
+    # drawing both seeds of `a` alike (p = 1/4 each way) reaches the extremes of the seed spread
+    assert r["ci_low"] == pytest.approx(-0.25) and r["ci_high"] == pytest.approx(0.75)
+
+
+def test_two_level_bootstrap_covers_seed_spread():
+    """Every item scores alike within a run, so resampling items alone gives a zero-width
+    interval; the seeds disagree (differences 0.1, 0.3, 0.5), and the interval must show it."""
+    n = 40
+    a_runs = [np.full(n, x) for x in (0.6, 0.8, 1.0)]
+    b_runs = [np.full(n, 0.5)] * 3
+    r = fm.paired_bootstrap(_mean_stat, a_runs, b_runs, n, resamples=1000, seed=0, confidence=0.95)
+    assert r["difference"] == pytest.approx(0.3) and r["resampled"] == "seeds, then test items"
+    assert 0.1 <= r["ci_low"] < 0.25 and 0.35 < r["ci_high"] <= 0.5
+    one = fm.paired_bootstrap(_mean_stat, a_runs[:1], b_runs[:1], n, resamples=100, seed=0, confidence=0.95)
+    assert one["resampled"] == "test items (one seed per variant)" and one["ci_low"] == one["ci_high"] == pytest.approx(0.1)
+
+
+def test_seed_pairs_stay_paired():
+    """Seeds move both variants alike (a shared seed effect); adapted is 0.1 better at every
+    seed. Drawn as pairs the difference is 0.1 in every resample; drawn apart it is not."""
+    n = 30
+    effect = [0.0, 0.4, 0.8]
+    a_runs = [np.full(n, 0.1 + e) for e in effect]
+    b_runs = [np.full(n, e) for e in effect]
+    paired = fm.paired_bootstrap(_mean_stat, a_runs, b_runs, n, resamples=300, seed=0, confidence=0.95)
+    assert paired["ci_low"] == pytest.approx(0.1) and paired["ci_high"] == pytest.approx(0.1)
+    apart = fm.paired_bootstrap(_mean_stat, a_runs, b_runs, n, resamples=300, seed=0, confidence=0.95, paired_seeds=False)
+    assert apart["ci_high"] - apart["ci_low"] > 0.3
+
+
+def test_ner_macro_f1_in_resamples_is_seqevals():
+    """Inside a resample, an entity type absent from both gold and predictions is dropped from
+    the macro average, as seqeval drops it: never counted as F1 = 0."""
+    from seqeval.metrics import classification_report
+
+    from tasks.evaluate import Run, bootstrap_arrays, statistic
+
+    rows = [
+        {"id": "1", "gold": ["B-ORG", "I-ORG", "O"], "tags": ["B-ORG", "I-ORG", "O"]},
+        {"id": "2", "gold": ["B-PER", "O"], "tags": ["O", "O"]},
+        {"id": "3", "gold": ["B-LOC", "O"], "tags": ["B-LOC", "O"]},  # the only LOC
+        {"id": "4", "gold": ["O", "B-ORG"], "tags": ["O", "B-PER"]},
+    ]
+    run = Run("ner", "t", "adapted", 1, {}, rows)
+    arrays = bootstrap_arrays(run)
+    macro = statistic("ner", "macro_f1", 0)
+    rng = np.random.default_rng(0)
+    draws = [np.array([0, 1, 3, 3]), np.array([0, 0, 1, 3])] + [rng.integers(0, 4, 4) for _ in range(30)]
+    for idx in draws:
+        gold, pred = [rows[i]["gold"] for i in idx], [rows[i]["tags"] for i in idx]
+        expected = classification_report(gold, pred, output_dict=True, zero_division=0)["macro avg"]["f1-score"]
+        assert macro(idx, arrays) == pytest.approx(expected), idx

@@ -33,8 +33,9 @@ def class_metrics(gold: Sequence[int], pred: Sequence[int], labels: Sequence[str
     }
     if ordered:
         out["mae_steps"] = _r(np.abs(gold - pred).mean())
-        rho = stats.spearmanr(gold, pred).statistic if len(set(gold)) > 1 and len(set(pred)) > 1 else float("nan")
-        out["spearman"] = _r(rho)
+        # undefined (None, JSON null) when gold or prediction is constant: no ranking to correlate
+        defined = len(set(gold.tolist())) > 1 and len(set(pred.tolist())) > 1
+        out["spearman"] = _r(stats.spearmanr(gold, pred).statistic) if defined else None
     return out
 
 
@@ -46,8 +47,8 @@ def cosine(gold: np.ndarray, pred: np.ndarray) -> float:
 
 def score_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict[str, float]:
     gold, pred = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
-    pearson = stats.pearsonr(gold, pred).statistic if gold.std() > 0 and pred.std() > 0 else float("nan")
-    return {"cosine": _r(cosine(gold, pred)), "pearson": _r(pearson), "mse": _r(((gold - pred) ** 2).mean())}
+    pearson = _r(stats.pearsonr(gold, pred).statistic) if gold.std() > 0 and pred.std() > 0 else None  # as spearman
+    return {"cosine": _r(cosine(gold, pred)), "pearson": pearson, "mse": _r(((gold - pred) ** 2).mean())}
 
 
 def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -96,6 +97,14 @@ def macro_f1_from_pairs(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
     return float(np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0).mean())
 
 
+def macro_f1_from_type_counts(by_type: Sequence[np.ndarray]) -> float:
+    """seqeval's macro-F1 from per-type (tp, predicted, gold) sums: the mean over the types found
+    in gold or predictions. A type absent from both (as in a bootstrap resample that drew none
+    of its sentences) is left out, not counted as F1 = 0."""
+    scores = [2 * tp / (npred + ngold) for tp, npred, ngold in by_type if npred + ngold]
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def paired_bootstrap(
     statistic: Callable[[np.ndarray, Any], float],
     runs_a: Sequence[Any],
@@ -105,28 +114,47 @@ def paired_bootstrap(
     resamples: int,
     seed: int,
     confidence: float,
+    paired_seeds: bool = True,
 ) -> dict[str, Any]:
-    """Percentile bootstrap of mean_seeds(statistic(a)) - mean_seeds(statistic(b)) over test items.
+    """Two-level percentile bootstrap of mean_seeds(statistic(a)) - mean_seeds(statistic(b)).
 
-    `statistic(idx, run)` scores one run on the items `idx` (with repeats). Each resample draws
-    one set of items and scores every run of both variants on it, so the pairing by item (and
-    the spread across seeds) is kept.
+    `statistic(idx, run)` scores one run on the items `idx` (with repeats). Each resample first
+    draws seeds with replacement (one draw of seed pairs when both variants ran the same seeds,
+    so a pair keeps its shared seed; independent draws otherwise), then one set of test items,
+    and scores every drawn run of both variants on those items: the interval covers test-set
+    sampling and seed-to-seed variation. With one seed per variant there is nothing to draw at
+    the first level and the interval covers test items only (`resampled` says which). With a
+    handful of seeds the first level can only show the spread among those seeds.
     """
     rng = np.random.default_rng(seed)
     everything = np.arange(n_items)
+    na, nb = len(runs_a), len(runs_b)
+    paired = paired_seeds and na == nb
 
-    def diff(idx: np.ndarray) -> float:
-        return float(np.mean([statistic(idx, r) for r in runs_a]) - np.mean([statistic(idx, r) for r in runs_b]))
+    def diff(idx: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> float:
+        cache: dict[tuple[str, int], float] = {}
 
-    observed = diff(everything)
-    draws = np.array([diff(rng.integers(0, n_items, n_items)) for _ in range(resamples)])
+        def score(which: str, runs: Sequence[Any], i: int) -> float:
+            if (which, i) not in cache:
+                cache[(which, i)] = statistic(idx, runs[i])
+            return cache[(which, i)]
+
+        return float(np.mean([score("a", runs_a, i) for i in ia]) - np.mean([score("b", runs_b, i) for i in ib]))
+
+    observed = diff(everything, np.arange(na), np.arange(nb))
+    draws = []
+    for _ in range(resamples):
+        ia = rng.integers(0, na, na)
+        ib = ia if paired else rng.integers(0, nb, nb)
+        draws.append(diff(rng.integers(0, n_items, n_items), ia, ib))
     alpha = 1 - confidence
-    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    lo, hi = np.quantile(np.array(draws), [alpha / 2, 1 - alpha / 2])
     return {
         "difference": _r(observed),
         "ci_low": _r(lo),
         "ci_high": _r(hi),
         "confidence": confidence,
         "resamples": resamples,
+        "resampled": "seeds, then test items" if max(na, nb) > 1 else "test items (one seed per variant)",
         "excludes_zero": bool(lo > 0 or hi < 0),
     }
