@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from finpipe.pretrain.collator import PretrainCollator
 from finpipe.pretrain.data import cached_examples, fingerprint, read_documents, tokenizer_fingerprint
 from finpipe.pretrain.dropout import use_bulk_mask_dropout
 from finpipe.pretrain.evaluate import evaluate
+from finpipe.run_summary import WALL_CLOCK, LogAtCheckpoints, checkpoint_progress, mean_training_loss
 from finpipe.training import Trainer, dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
 
 log = logging.getLogger(__name__)
@@ -136,32 +136,42 @@ def run(
         log.info("resuming from %s (step %s)", resume, resume.rsplit("-", 1)[-1])
 
     args = training_arguments(cfg.train, run_dir, label_names=labels, bf16=bf16)
-    callbacks = [dvclive_callback(live_dir, resume=bool(resume))] if is_main_process() else []
+    args.include_num_input_tokens_seen = "non_padding"  # useful tokens, kept in the checkpoint's state
+    callbacks: list[Any] = [LogAtCheckpoints()]
+    if is_main_process():
+        callbacks.append(dvclive_callback(live_dir, resume=bool(resume)))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator, callbacks=callbacks)
+    start = checkpoint_progress(resume)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
     after = evaluate(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
     log.info("adapted model on held-out documents: %s", after)
 
-    steps = trainer.state.global_step
-    examples_seen = steps * cfg.train.batch_size * cfg.train.gradient_accumulation_steps * args.world_size
-    mean_len = sum(train_ds["length"]) / len(train_ds)
+    state = trainer.state
+    tokens = int(state.num_input_tokens_seen)
     metrics = {
         "base": {**before, "heads_warmed_up": warm_up},
         "adapted": after,
         "perplexity_change": round(after["perplexity"] - before["perplexity"], 4),
         "train": {
-            "steps": steps,
+            "steps": state.global_step,
             "examples": len(train_ds),
-            "loss": round(result.training_loss, 5) if not math.isnan(result.training_loss) else None,
-            "samples_per_s": round(result.metrics.get("train_samples_per_second", 0.0), 3),
-            "useful_tokens_per_s": round(examples_seen * mean_len / seconds, 1) if seconds else None,
+            "loss": mean_training_loss(state.log_history),  # every step's, resumed or not
+            "useful_tokens": tokens,  # non-padding tokens trained on, all processes
             "bf16": bf16,
             "world_size": args.world_size,
         },
         "new_weights": 0 if new_weights == ["*"] else len(new_weights),
         "added_words": len(added),
+        # declared wall-clock: this process's share of the run (after a resume, the steps since)
+        WALL_CLOCK: {
+            "resumed_from_step": start["step"] if resume else None,
+            "steps": state.global_step - start["step"],
+            "seconds": round(seconds, 2),
+            "samples_per_s": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+            "useful_tokens_per_s": round((tokens - start["tokens"]) / seconds, 1) if seconds else None,
+        },
     }
     if trainer.is_world_process_zero():
         with atomic_dir(output_dir) as tmp:
