@@ -10,12 +10,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
-from helpers import tiny_finetune
+from helpers import oracle_tag, tiny_finetune, token_oracle
 
 from finpipe.config import Finetune, parse
 from finpipe.errors import UserError
+from finpipe.finetune.layers import GradualUnfreezing, layer_of
 from finpipe.finetune.load import load
 from tasks import evaluate, finetune_ner, finetune_sentiment, predict
 
@@ -92,8 +95,6 @@ def test_sentiment_outputs_and_one_call_reload(sentiment_model, clean_labelled):
     assert meta["ordered"] and len(rows) > 0
     assert all(abs(sum(r["probs"]) - 1) < 1e-4 and -1 <= r["score"] <= 1 for r in rows)
     # the reloaded model predicts exactly what the stage wrote
-    import pandas as pd
-
     from finpipe.finetune.sentiment import predict as sm_predict
 
     clean = pd.read_parquet(clean_labelled / "sentiment" / "headlines.parquet")
@@ -104,6 +105,37 @@ def test_sentiment_outputs_and_one_call_reload(sentiment_model, clean_labelled):
     assert (tmp / "live" / "plots" / "metrics" / "eval" / "macro_f1.tsv").is_file()
     assert yaml.safe_load((tmp / "model" / "finpipe_finetune.yaml").read_text())["seed"] == 13
     assert not any((tmp / "ckpt").glob("*/checkpoint-*"))
+
+
+def _recording_unfreezing(records: list[dict]) -> type:
+    """The stage's own GradualUnfreezing, also recording at every optimizer step, per encoder
+    depth (None = the head): which parameters had requires_grad, which received a gradient,
+    which the step changed, and the learning rates of the depth's optimizer groups."""
+
+    class Recording(GradualUnfreezing):
+        def _depths(self, test) -> set:
+            return {layer_of(n, self.num_layers) for n, p in self.model.named_parameters() if test(n, p)}
+
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            depth = {id(p): layer_of(n, self.num_layers) for n, p in self.model.named_parameters()}
+            lr: dict = {}
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    lr.setdefault(depth[id(param)], set()).add(group["lr"])
+            self._before = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+            records.append(
+                {
+                    "step": state.global_step,
+                    "trainable": self._depths(lambda n, p: p.requires_grad),
+                    "gradient": self._depths(lambda n, p: p.grad is not None and bool(p.grad.any())),
+                    "lr": lr,
+                }
+            )
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            records[-1]["changed"] = self._depths(lambda n, p: not torch.equal(p.detach(), self._before[n]))
+
+    return Recording
 
 
 @pytest.mark.parametrize(
@@ -120,20 +152,52 @@ def test_sentiment_outputs_and_one_call_reload(sentiment_model, clean_labelled):
             "sentiment.tasks.headlines.label_smoothing": 0.1,
             "sentiment.tasks.headlines.score_loss_weight": 0.0,
             "sentiment.train.layer_decay": 0.5,
-            "sentiment.train.unfreeze_every": 2,
+            "sentiment.train.unfreeze_every": 1,
+            "sentiment.train.warmup_ratio": 0.0,  # every step moves what it trains
         },
         {"sentiment.tasks.headlines.target": "score"},
     ],
     ids=["weighted-ce-mean-pool-hidden", "smoothing-layer-decay-unfreezing", "score-only"],
 )
-def test_sentiment_head_and_loss_options(tmp_path, tiny_bert, clean_labelled, changes):
-    metrics = _sentiment(tmp_path, tiny_bert, clean_labelled, _cfg(**changes))
+def test_sentiment_head_and_loss_options(tmp_path, tiny_bert, clean_labelled, changes, monkeypatch):
+    steps: list[dict] = []
+    monkeypatch.setattr("finpipe.finetune.fit.GradualUnfreezing", _recording_unfreezing(steps))
+    cfg = _cfg(**changes)
+    metrics = _sentiment(tmp_path, tiny_bert, clean_labelled, cfg)
     _, model, _ = load(tmp_path / "model")
     if metrics["target"] == "score":
         assert "macro_f1" not in metrics["dev"] and -1 <= metrics["dev"]["cosine"] <= 1 and model.classes is None
     else:
         assert 0 <= metrics["dev"]["macro_f1"] <= 1 and model.scorer is None
+    # the loss options reach the model's spec, from which its loss reads them (the loss itself:
+    # test_finetune_units.test_class_weights_and_label_smoothing_reach_the_loss)
+    task = cfg.sentiment.tasks["headlines"]
+    assert model.spec["loss"] == task.loss and model.spec["label_smoothing"] == task.label_smoothing
+    if task.loss == "weighted_cross_entropy":
+        clean = pd.read_parquet(clean_labelled / "sentiment" / "headlines.parquet")
+        counts = clean[clean["split"] == "train"]["label"].value_counts()
+        n, k = counts.sum(), len(model.spec["labels"])
+        expected = [n / (k * counts[label]) for label in model.spec["labels"]]  # every class has train rows here
+        assert model.spec["class_weights"] == pytest.approx(expected) and len(set(expected)) > 1
+    else:
+        assert model.spec["class_weights"] is None
     assert all(p.requires_grad for p in model.parameters())  # unfreezing leaves nothing frozen
+    if not cfg.sentiment.train.unfreeze_every:
+        assert steps == []
+        return
+    # gradual unfreezing, step by step: head and pooler (depth 3) first, then one more layer a
+    # step, from the top, the embeddings (0) last; what is frozen gets no gradient and stays put
+    assert [r["step"] for r in steps] == list(range(6))
+    for r in steps:
+        lowest = max(3 - r["step"], 0)
+        expected = {None} | {d for d in range(4) if d >= lowest}
+        assert r["trainable"] == r["gradient"] == r["changed"] == expected, r
+        # layer decay 0.5 below the top layer (2: layer 1; the pooler shares its rate), the head 3x
+        assert r["lr"].keys() == {None, 0, 1, 2, 3} and all(len(rates) == 1 for rates in r["lr"].values()), r
+        lr = {d: min(rates) for d, rates in r["lr"].items()}
+        assert lr[2] > 0
+        ratios = {d: lr[d] / lr[2] for d in lr}
+        assert ratios == pytest.approx({None: 3.0, 3: 1.0, 2: 1.0, 1: 0.5, 0: 0.25}), r
 
 
 def test_ner_windows_and_stitching(ner_model, clean_labelled):
@@ -218,22 +282,49 @@ def test_predict_sentiment_every_input_form(tmp_path, sentiment_model, form):
     assert f"{skipped} of {skipped + 2} rows skipped" in proc.stderr
 
 
+def _expected_entities(tokenizer, text: str) -> list[dict]:
+    """What `token_oracle` must yield for `text`, worked out here from the tokenizer alone: the
+    oracle's tag of each word, then runs of I-ORG words joined, each B- word an entity alone."""
+    out: list[dict] = []
+    last = "O"
+    for word, (start, end) in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text):
+        tag = oracle_tag(tokenizer.tokenize(word)[0])
+        if tag == "I-ORG" and last == "I-ORG":
+            out[-1]["end"] = end
+        elif tag != "O":
+            out.append({"type": tag[2:], "start": start, "end": end})
+        last = tag
+    return [{**e, "text": text[e["start"] : e["end"]]} for e in out]
+
+
 def test_predict_ner_offsets_map_back_to_the_exact_text(tmp_path, ner_model):
+    """`finpipe predict ner` on a model whose tags are known in advance (a token oracle built from
+    the fine-tuned model, see helpers.token_oracle): the entities, their types and their
+    character offsets must be exactly those the tagging implies, across windows too."""
+    from transformers import AutoTokenizer
+
     texts = [
         "Chen Wei told investors in Johannesburg that Kestrel Logistics expects stable margins.",
         "  Shares of  Aurelia Mining (AUR.L) rose in Mumbai after Elena Petrova's talk, said Müller-Lüdenscheidt.",
         " ".join(["Corvallis Motors opened a plant near Mumbai employing about 5000 people ."] * 6),  # several windows
     ]
+    oracle = token_oracle(ner_model / "model", tmp_path / "oracle")
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    proc = _finpipe("predict", "ner", "--model", str(ner_model / "model"), "--input", str(src), "--output", "-")
+    proc = _finpipe("predict", "ner", "--model", str(oracle), "--input", str(src), "--output", "-")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(x) for x in proc.stdout.splitlines()]
-    assert len(records) == 3
+    assert [r["text"] for r in records] == texts
+    tokenizer = AutoTokenizer.from_pretrained(oracle)
     for rec, text in zip(records, texts, strict=True):
+        assert rec["entities"] == _expected_entities(tokenizer, text)
         for ent in rec["entities"]:
-            assert text[ent["start"] : ent["end"]] == ent["text"] and ent["type"] in {"PER", "ORG", "LOC"}
-            assert ent["text"] == ent["text"].strip() and ent["text"]
+            assert text[ent["start"] : ent["end"]] == ent["text"] == ent["text"].strip() != ""
+    names = [[e["text"] for e in r["entities"]] for r in records]
+    assert names[0] == ["Chen Wei", "Johannesburg", "Kestrel Logistics"]
+    assert {"Shares", "Aurelia Mining", "Mumbai", "Elena Petrova", "Müller", "Lüdenscheidt"} <= set(names[1])
+    assert names[2] == ["Corvallis Motors", "Mumbai", "5000"] * 6  # read from windows of 16 tokens, stitched
+    assert [e["type"] for e in records[2]["entities"]] == ["ORG", "ORG", "PER"] * 6
 
 
 def test_char_spans_are_exact_for_a_known_tagging(tiny_bert):

@@ -1,7 +1,9 @@
 """Integration: a real `prefect server` on a free loopback port, the scheduled deployment
 registered by `finpipe serve --cron`, a run triggered with `prefect deployment run` (as the
-README says), one task run per stage, and the UI's flow-run page rendered by headless
-Chromium, which must name the stages (screenshot kept in test-artifacts/)."""
+README says) and one task run per stage (test_deployment_schedule_and_run); then the UI's
+flow-run page of that run rendered by headless Chromium, which must name the stages
+(test_flow_run_page_in_the_ui, screenshot kept in test-artifacts/; skipped without Chromium).
+Both tests share one server and one run (module fixtures)."""
 
 from __future__ import annotations
 
@@ -65,8 +67,9 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("prefect-server")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
@@ -93,8 +96,12 @@ def server(tmp_path):
         log.close()
 
 
-def test_deployment_schedule_run_and_ui(tmp_path, server):
+@pytest.fixture(scope="module")
+def scheduled_run(tmp_path_factory, server) -> dict:
+    """`finpipe serve --cron` registers the deployment, `prefect deployment run` starts a run;
+    waits for the run's final state, then stops the runner. What the checks need, as seen then."""
     api, env = server
+    tmp_path = tmp_path_factory.mktemp("prefect-run")
     ws = tiny_workspace(tmp_path / "repo")
     serve_log = open(tmp_path / "serve.log", "w")
     serve = subprocess.Popen(
@@ -107,8 +114,6 @@ def test_deployment_schedule_run_and_ui(tmp_path, server):
     )
     try:
         dep = _wait("the deployment", lambda: _get(f"{api}/deployments/name/finbert-pipeline/it"), 180)
-        assert [s["schedule"]["cron"] for s in dep["schedules"]] == ["0 2 * * *"]
-
         out = subprocess.run(
             [str(BIN / "prefect"), "deployment", "run", "finbert-pipeline/it"],
             env=env,
@@ -127,22 +132,40 @@ def test_deployment_schedule_run_and_ui(tmp_path, server):
             ),
             900,
         )
-        assert final["state"]["type"] == "COMPLETED", final["state"]
-        runs = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
-        assert sorted(r["name"] for r in runs) == STAGES
-        assert all(r["state"]["type"] == "COMPLETED" for r in runs)
-        # the runner reaps the flow-run process after the run reports Completed; stopping it
-        # before that would mark the run Cancelled
-        time.sleep(10)
+        task_runs = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+        if final["state"]["type"] == "COMPLETED":
+            # the runner reaps the flow-run process after the run reports Completed; stopping it
+            # before that would mark the run Cancelled
+            time.sleep(10)
     finally:
         _stop(serve)
         serve_log.close()
-    assert _get(f"{api}/flow_runs/{run_id}")["state"]["type"] == "COMPLETED"
+    return {
+        "api": api,
+        "deployment": dep,
+        "run_id": run_id,
+        "final": final,
+        "task_runs": task_runs,
+        "after_stop": _get(f"{api}/flow_runs/{run_id}"),
+    }
 
+
+def test_deployment_schedule_and_run(scheduled_run):
+    assert [s["schedule"]["cron"] for s in scheduled_run["deployment"]["schedules"]] == ["0 2 * * *"]
+    assert scheduled_run["final"]["state"]["type"] == "COMPLETED", scheduled_run["final"]["state"]
+    runs = scheduled_run["task_runs"]
+    assert sorted(r["name"] for r in runs) == STAGES
+    assert all(r["state"]["type"] == "COMPLETED" for r in runs)
+    assert scheduled_run["after_stop"]["state"]["type"] == "COMPLETED"  # stopping the runner cancels nothing
+
+
+def test_flow_run_page_in_the_ui(request, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    if chromium is None:  # checked before the fixtures: without Chromium, no server is started for this
         pytest.skip("chromium not installed (make test installs Debian's chromium when run as root)")
-    ui = api.removesuffix("/api") + f"/runs/flow-run/{run_id}"
+    run = request.getfixturevalue("scheduled_run")
+    assert run["final"]["state"]["type"] == "COMPLETED", "no completed run to show (see test_deployment_schedule_and_run)"
+    ui = run["api"].removesuffix("/api") + f"/runs/flow-run/{run['run_id']}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "prefect-flow-run.png"
     flags = [
