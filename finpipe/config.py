@@ -320,6 +320,14 @@ class SentimentTask:
     head: Head = Head()
     train: FinetuneTrain | None = None  # replaces finetune.sentiment.train for this task
 
+    @model_validator(mode="after")
+    def _class_loss_options(self) -> SentimentTask:
+        # the ordinal (CORAL) and score losses have no class weights or smoothing: refuse them
+        # rather than train without what the user asked for
+        if self.target != "classes" and (self.loss != "cross_entropy" or self.label_smoothing > 0):
+            raise ValueError(f"loss: {self.loss} and label_smoothing apply to target: classes only (target is {self.target})")
+        return self
+
 
 @dataclass(config=_STRICT)
 class SentimentFinetune:

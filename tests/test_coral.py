@@ -72,3 +72,14 @@ def test_ordinal_and_softmax_losses_start_on_one_scale():
     softmax = _model("classes", 0.0).class_loss(torch.zeros(3, k), labels)
     assert float(ordinal) == pytest.approx((k - 1) * np.log(2), rel=1e-6)
     assert float(softmax) == pytest.approx(np.log(k), rel=1e-6)
+
+
+@pytest.mark.parametrize("change", [{"loss": "weighted_cross_entropy"}, {"label_smoothing": 0.1}])
+@pytest.mark.parametrize("target", ["ordinal", "score"])
+def test_class_loss_options_are_refused_where_the_loss_ignores_them(change, target):
+    from finpipe.config import SentimentTask, parse
+    from finpipe.errors import UserError
+
+    with pytest.raises(UserError, match="apply to target: classes only"):
+        parse(SentimentTask, {"dataset": "d", "target": target, **change}, prefix="finetune.sentiment.tasks.h")
+    parse(SentimentTask, {"dataset": "d", "target": "classes", **change})

@@ -176,13 +176,6 @@ def test_class_weights_and_label_smoothing_reach_the_loss(loss, smoothing):
         assert abs(out.loss.item() - hand_cross_entropy(logits, labels, *other)) > 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG in finpipe/finetune/sentiment.py: the non-persistent class_weights buffer is left "
-    "uninitialised by from_pretrained (transformers 5 builds models on the meta device), so "
-    "weighted_cross_entropy trains and reloads with garbage weights; drop this mark with the fix",
-)
 def test_class_weights_reach_the_loss_of_a_model_from_pretrained(tmp_path):
     """As the stage builds its model (a BERT checkpoint + the spec in the config) and as predict /
     evaluate reload the fine-tuned one: the loss must still weigh the classes."""

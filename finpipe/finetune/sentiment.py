@@ -96,8 +96,6 @@ class SentimentModel(BertPreTrainedModel):
         elif spec["target"] == "ordinal":
             self.classes = Coral(width, k)
         self.scorer = nn.Linear(width, 1) if spec["target"] == "score" or spec["score_loss_weight"] > 0 else None
-        weights = spec.get("class_weights")
-        self.register_buffer("class_weights", torch.tensor(weights, dtype=torch.float) if weights else None, persistent=False)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -149,7 +147,10 @@ class SentimentModel(BertPreTrainedModel):
                 logits, (labels.unsqueeze(-1) > levels).float(), reduction="none"
             )
             return per_threshold.sum(-1).mean()
-        weight = self.class_weights if self.spec["loss"] == "weighted_cross_entropy" else None
+        # from the spec on every call: a non-persistent buffer is left uninitialised when
+        # from_pretrained builds the model on the meta device (transformers 5)
+        weights = self.spec.get("class_weights") if self.spec["loss"] == "weighted_cross_entropy" else None
+        weight = logits.new_tensor(weights) if weights else None
         return F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.spec["label_smoothing"])
 
 
