@@ -32,6 +32,7 @@ from finpipe.finetune.fit import (
     split,
 )
 from finpipe.finetune.metrics import ner_metrics
+from finpipe.run_summary import WALL_CLOCK
 from finpipe.training import is_main_process, use_bf16
 
 log = logging.getLogger(__name__)
@@ -142,12 +143,13 @@ def run(
         "dataset": task.dataset,
         "dev": dev_metrics,
         "train": {
-            **dataclasses.asdict(result),
+            **result.train_fields(),
             "sentences": len(train),
             "windows": len(train_ds),
             "windowed_sentences": train_enc.windowed_sentences,
             "bf16": bf16,
         },
+        WALL_CLOCK: result.this_run,
     }
     if not is_main_process():
         return metrics

@@ -32,6 +32,7 @@ from finpipe.finetune.fit import (
     split,
 )
 from finpipe.finetune.metrics import class_metrics, score_metrics
+from finpipe.run_summary import WALL_CLOCK
 from finpipe.training import is_main_process, use_bf16
 
 log = logging.getLogger(__name__)
@@ -178,11 +179,12 @@ def run(
         "target": task.target,
         "dev": dev_metrics,
         "train": {
-            **dataclasses.asdict(result),
+            **result.train_fields(),
             "examples": len(train_ds),
             "truncated": truncated,
             "bf16": bf16,
         },
+        WALL_CLOCK: result.this_run,
     }
     if not is_main_process():
         return metrics

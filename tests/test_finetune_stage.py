@@ -85,7 +85,7 @@ def ner_model(tmp_path_factory, tiny_bert, clean_labelled) -> Path:
 def test_sentiment_outputs_and_one_call_reload(sentiment_model, clean_labelled):
     tmp = sentiment_model
     metrics = json.loads((tmp / "metrics.json").read_text())
-    assert metrics["train"]["steps"] <= 6 and metrics["train"]["samples_per_s"] > 0
+    assert metrics["train"]["steps"] <= 6 and metrics["this_run"]["samples_per_s"] > 0
     assert {"accuracy", "macro_f1", "mae_steps", "spearman", "cosine", "pearson", "mse"} <= set(metrics["dev"])
     assert len(metrics["dev"]["confusion_matrix"]) == 5
     kind, model, tokenizer = load(tmp / "model")

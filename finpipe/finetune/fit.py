@@ -61,13 +61,18 @@ def check_model_dir(path: Path, max_seq_length: int, where: str) -> None:
 
 @dataclass
 class Fit:
+    """What training did: equal for an interrupted-and-resumed run and an uninterrupted one."""
+
     steps: int
-    seconds: float
-    samples_per_s: float
     best_step: int | None
     best_metric: float | None
     stopped_early: bool
-    resumed_from: int | None
+    # declared wall-clock fields of this process (finpipe.run_summary.WALL_CLOCK): seconds,
+    # samples/s, the step it resumed from
+    this_run: dict[str, Any]
+
+    def train_fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("steps", "best_step", "best_metric", "stopped_early")}
 
 
 def fit(
@@ -136,12 +141,14 @@ def fit(
     )
     return Fit(
         steps=state.global_step,
-        seconds=round(seconds, 2),
-        samples_per_s=round(result.metrics.get("train_samples_per_second", 0.0), 3),
         best_step=best_step,
         best_metric=state.best_metric,
         stopped_early=state.global_step < total,
-        resumed_from=int(resume.rsplit("-", 1)[-1]) if resume else None,
+        this_run={
+            "resumed_from_step": int(resume.rsplit("-", 1)[-1]) if resume else None,
+            "seconds": round(seconds, 2),
+            "samples_per_s": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        },
     )
 
 
