@@ -33,12 +33,21 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+def tiny_bert_config(tokenizer, **overrides):
+    """The 2-layer, hidden-32 BERT shape of the stage tests, sized to `tokenizer`."""
+    from transformers import BertConfig
+
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    shape.update(max_position_embeddings=128, **overrides)
+    return BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **shape)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer BERT (hidden 32) with a WordPiece vocabulary trained on the embedded data: the
     starting checkpoint of every fine-tuning stage test."""
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     from finpipe.pretrain.base import train_wordpiece
 
@@ -48,15 +57,7 @@ def tiny_bert(tmp_path_factory) -> Path:
             texts += path.read_text(encoding="utf-8").splitlines()
     tokenizer = train_wordpiece(texts, vocab_size=1500, lowercase=False)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_bert_config(tokenizer)
     out = tmp_path_factory.mktemp("tiny-bert")
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -7,24 +7,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig
+from test_finetune_units import _tiny_sentiment
 
-from finpipe.finetune.sentiment import SentimentModel, class_probabilities, make_spec, predicted_class
+from finpipe.finetune.sentiment import SentimentModel, class_probabilities, predicted_class
 
 
 def _model(target: str, weight: float) -> SentimentModel:
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
-    config.finpipe_sentiment = make_spec(
-        task="t",
-        labels=list("abcde"),
-        target=target,
-        has_score=weight > 0,
-        score_range=(-1, 1),
-        head={"pooling": "mean", "dropout": 0.0, "hidden_size": 0},
-        score_loss_weight=weight,
-    )
     torch.manual_seed(0)
-    return SentimentModel(config).eval()
+    return _tiny_sentiment(target, weight).eval()
 
 
 def test_label_is_the_median_of_the_reported_distribution():

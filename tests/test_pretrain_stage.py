@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_bert_config
 from helpers import tiny_pretrain
 
 from finpipe.config import Pretrain, Validate, load_params, parse
@@ -114,22 +115,14 @@ def no_dropout_base(tmp_path_factory, clean_corpus) -> Path:
     different masks, and the runs could not be compared weight for weight)."""
     import pandas as pd
     import torch
-    from transformers import BertConfig, BertForPreTraining
+    from transformers import BertForPreTraining
 
     from finpipe.pretrain.base import train_wordpiece
 
     tokenizer = train_wordpiece(pd.read_parquet(clean_corpus)["text"], vocab_size=800, lowercase=True)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+    config = tiny_bert_config(
+        tokenizer, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
     out = tmp_path_factory.mktemp("base")
     BertForPreTraining(config).save_pretrained(out)
