@@ -38,7 +38,7 @@ def tiny_bert_config(tokenizer, **overrides):
     from transformers import BertConfig
 
     shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-    shape.update(max_position_embeddings=128, **overrides)
+    shape = {**shape, "max_position_embeddings": 128, **overrides}
     return BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **shape)
 
 
