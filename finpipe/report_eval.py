@@ -55,7 +55,7 @@ def headline(s: dict[str, Any], cfg: Evaluate) -> str:
     pct = int(round(cfg.confidence * 100))
     return (
         f"{label}: domain pretraining changed {NAMES.get(metric, metric)} by {_fmt(c['difference'], True)} "
-        f"({pct}% CI {_fmt(c['ci_low'], True)} to {_fmt(c['ci_high'], True)}, resampling {_levels(c)}); {_verdict(c)}"
+        f"({pct}% CI {_fmt(c['ci_low'], True)} to {_fmt(c['ci_high'], True)}; bootstrap over {_levels(c)}); {_verdict(c)}"
     )
 
 

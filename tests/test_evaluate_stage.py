@@ -129,7 +129,7 @@ def test_a_seed_removed_from_params_leaves_the_report(tmp_path, predictions):
     assert not any("s2" in k for k in metrics) and "fpb/adapted/accuracy_std" not in metrics
     details = json.loads((tmp_path / "out" / "details.json").read_text())
     assert details[0]["variants"]["adapted"]["seeds"] == [1]
-    assert "resampling test items (one seed per variant)" in (tmp_path / "r.md").read_text()
+    assert "bootstrap over test items only, one seed per variant" in (tmp_path / "r.md").read_text()
     with pytest.raises(UserError, match="no predictions for 1 declared fine-tuning run"):
         evaluate.run(cfg, [*declared, "sentiment/fpb/adapted-s3"], predictions, tmp_path / "out", tmp_path / "r.md")
 

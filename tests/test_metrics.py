@@ -111,10 +111,10 @@ def test_two_level_bootstrap_covers_seed_spread():
     a_runs = [np.full(n, x) for x in (0.6, 0.8, 1.0)]
     b_runs = [np.full(n, 0.5)] * 3
     r = fm.paired_bootstrap(_mean_stat, a_runs, b_runs, n, resamples=1000, seed=0, confidence=0.95)
-    assert r["difference"] == pytest.approx(0.3) and r["resampled"] == "seeds, then test items"
+    assert r["difference"] == pytest.approx(0.3) and r["resampled"] == "seeds and test items"
     assert 0.1 <= r["ci_low"] < 0.25 and 0.35 < r["ci_high"] <= 0.5
     one = fm.paired_bootstrap(_mean_stat, a_runs[:1], b_runs[:1], n, resamples=100, seed=0, confidence=0.95)
-    assert one["resampled"] == "test items (one seed per variant)" and one["ci_low"] == one["ci_high"] == pytest.approx(0.1)
+    assert one["resampled"] == "test items only, one seed per variant" and one["ci_low"] == one["ci_high"] == pytest.approx(0.1)
 
 
 def test_seed_pairs_stay_paired():

@@ -155,6 +155,6 @@ def paired_bootstrap(
         "ci_high": _r(hi),
         "confidence": confidence,
         "resamples": resamples,
-        "resampled": "seeds, then test items" if max(na, nb) > 1 else "test items (one seed per variant)",
+        "resampled": "seeds and test items" if max(na, nb) > 1 else "test items only, one seed per variant",
         "excludes_zero": bool(lo > 0 or hi < 0),
     }
