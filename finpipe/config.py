@@ -390,6 +390,9 @@ class Evaluate:
     seed: int = 13
     batch_size: int = Field(default=64, ge=1)
     baselines: list[Baseline] = Field(default_factory=list)
+    # below this many test items, or with one seed per variant, a verdict is called weak evidence
+    min_test_items: int = Field(default=200, ge=1)
+    min_seeds: int = Field(default=2, ge=1)
 
 
 @dataclass(config=_STRICT)

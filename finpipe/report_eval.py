@@ -33,10 +33,34 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
-def _verdict(c: dict[str, Any]) -> str:
+def _weak_evidence(s: dict[str, Any], cfg: Evaluate) -> list[str]:
+    """Why a verdict on this task rests on little: too few test items, too few seeds."""
+    why = []
+    if s["test_items"] < cfg.min_test_items:
+        why.append(f"only {s['test_items']} test items (evaluate.min_test_items: {cfg.min_test_items})")
+    seeds = min(len(v["seeds"]) for v in s["variants"].values())
+    if seeds < cfg.min_seeds:
+        why.append(
+            f"{seeds} seed{'s' if seeds != 1 else ''} per variant, so seed-to-seed variation is not in the interval"
+            if seeds == 1
+            else f"{seeds} seeds per variant (evaluate.min_seeds: {cfg.min_seeds})"
+        )
+    return why
+
+
+def _verdict(c: dict[str, Any], weak: list[str] | None = None) -> str:
     if not c["excludes_zero"]:
-        return "the interval includes zero: no evidence of a difference"
-    return "the interval excludes zero: adapted is " + ("better" if c["difference"] > 0 else "worse")
+        verdict = "the interval includes zero: no evidence of a difference"
+    else:
+        verdict = "the interval excludes zero: adapted is " + ("better" if c["difference"] > 0 else "worse")
+    if weak and c["excludes_zero"]:
+        return (
+            f"{verdict}, but the evidence is weak: {'; '.join(weak)}. "
+            f"Add seeds (finetune.seeds) and test items before concluding"
+        )
+    if weak:
+        return f"{verdict} ({'; '.join(weak)})"
+    return verdict
 
 
 def _levels(c: dict[str, Any]) -> str:
@@ -55,7 +79,8 @@ def headline(s: dict[str, Any], cfg: Evaluate) -> str:
     pct = int(round(cfg.confidence * 100))
     return (
         f"{label}: domain pretraining changed {NAMES.get(metric, metric)} by {_fmt(c['difference'], True)} "
-        f"({pct}% CI {_fmt(c['ci_low'], True)} to {_fmt(c['ci_high'], True)}; bootstrap over {_levels(c)}); {_verdict(c)}"
+        f"({pct}% CI {_fmt(c['ci_low'], True)} to {_fmt(c['ci_high'], True)}; bootstrap over {_levels(c)}); "
+        f"{_verdict(c, _weak_evidence(s, cfg))}"
     )
 
 

@@ -157,3 +157,18 @@ def test_undefined_metrics_are_null_in_strict_json(tmp_path):
     assert details[0]["per_run"]["adapted-s1"]["spearman"] is None
     report = (tmp_path / "r.md").read_text()
     assert "| Spearman | n/a |" in report and "undefined for the run (Spearman or Pearson of a constant prediction" in report
+
+
+def test_small_samples_make_a_weak_verdict(tmp_path, predictions):
+    """A firm "adapted is better" needs enough test items and seeds: below the params' minimums
+    the verdict says the evidence is weak and why."""
+    declared = ["sentiment/fpb/adapted-s1", "sentiment/fpb/base-s1", "ner/sec/adapted-s1"]
+    evaluate.run(parse(Evaluate, {"bootstrap_resamples": 100}), declared, predictions, tmp_path / "a", tmp_path / "a.md")
+    line = next(x for x in (tmp_path / "a.md").read_text().splitlines() if "**fpb**" in x)
+    assert "adapted is better, but the evidence is weak: only 40 test items (evaluate.min_test_items: 200)" in line
+    assert "1 seed per variant, so seed-to-seed variation is not in the interval" in line
+    assert "Add seeds (finetune.seeds)" in line
+    enough = parse(Evaluate, {"bootstrap_resamples": 100, "min_test_items": 40, "min_seeds": 2})
+    evaluate.run(enough, DECLARED, predictions, tmp_path / "b", tmp_path / "b.md")
+    line = next(x for x in (tmp_path / "b.md").read_text().splitlines() if "**fpb**" in x)
+    assert line.endswith("the interval excludes zero: adapted is better") and "weak" not in line
