@@ -5,6 +5,7 @@ pretraining; the report, `dvc metrics show` and `dvc plots show` work."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,9 +37,21 @@ def copy_repo(dst: Path) -> Path:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo / rel, dst / rel)
     _sh(["git", "init", "-q"], dst)
+    _sh(["git", "config", "user.name", "t"], dst)  # dvc exp commits too
+    _sh(["git", "config", "user.email", "t@example.com"], dst)
     _sh(["git", "add", "-A"], dst)
-    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "copy"], dst)
+    _sh(["git", "commit", "-qm", "copy"], dst)
     return dst
+
+
+def _exp_rows(shown: list[dict]) -> list[dict]:
+    """Every row of `dvc exp show --json`: baselines and their experiments."""
+    rows = []
+    for top in shown:
+        rows.append(top)
+        for exp in top.get("experiments") or []:
+            rows += exp.get("revs") or []
+    return rows
 
 
 def _status(ws: Path) -> str:
@@ -74,8 +87,6 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     assert '"headlines/delta/macro_f1"' in shown and '"news/adapted/micro_f1"' in shown
     # the demo shows models that learned: with the article's encoder rate and the pooler of a
     # mean-pooled sentence encoder, every test item came out "neutral" (macro-F1 0.07)
-    import json
-
     evaluated = json.loads((workspace / "reports/evaluate/metrics.json").read_text())
     assert evaluated["headlines/adapted/macro_f1"] >= 0.5 and evaluated["headlines/base/macro_f1"] >= 0.5, evaluated
     _sh(["dvc", "plots", "show", "-o", "plots-html"], workspace)
@@ -83,6 +94,24 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
 
     out = _sh(["dvc", "repro"], workspace)
     assert "Running stage" not in out and "Data and pipelines are up to date" in out
+
+    # experiments compare: metrics are DVC-cached outputs, so every experiment's metrics (the
+    # stages it reran and the ones it reused) are read back through its dvc.lock
+    for name, confidence in (("conf90", "0.9"), ("conf80", "0.8")):
+        _sh(["dvc", "exp", "run", "-n", name, "-S", f"evaluate.confidence={confidence}"], workspace)
+    rows = {r["name"]: r for r in _exp_rows(json.loads(_sh(["dvc", "exp", "show", "--json"], workspace)))}
+    lows = {}
+    for name in ("conf90", "conf80"):
+        metrics = rows[name]["data"]["metrics"]
+        assert metrics and not [p for p, m in metrics.items() if "error" in m], metrics
+        assert {"reports/pretrain/metrics.json", "reports/evaluate/metrics.json"} <= set(metrics)
+        lows[name] = metrics["reports/evaluate/metrics.json"]["data"]["headlines/delta/macro_f1_ci_low"]
+    assert lows["conf90"] < lows["conf80"]  # a narrower interval: the experiments differ as they should
+    diff = _sh(["dvc", "metrics", "diff", "conf90", "conf80", "--json"], workspace)
+    assert "headlines/delta/macro_f1_ci_low" in diff and "failed to load" not in diff
+    _sh(["git", "checkout", "params.yaml"], workspace)  # back to the baseline: from the run-cache
+    out = _sh(["dvc", "repro"], workspace)
+    assert "Running stage 'evaluate'" not in out and "Stage 'evaluate' is cached" in out
 
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["ingest"]["ner"]["seed"] = 99
