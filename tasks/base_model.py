@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, BertModel, set_seed
 from finpipe.atomic import atomic_dir
 from finpipe.config import Pretrain
 from finpipe.errors import UserError
+from finpipe.loading import load_with_heads
 from finpipe.pretrain.base import load_base, resolve
 from finpipe.pretrain.data import fingerprint, read_documents
 
@@ -43,7 +44,7 @@ def run(cfg: Pretrain, corpus: Path, output_dir: Path, cache: Path) -> dict[str,
         path = resolve(cfg.model.base)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            encoder = BertModel.from_pretrained(path, attn_implementation=cfg.model.attn_implementation)
+            encoder, _ = load_with_heads(BertModel, path, "base encoder", attn_implementation=cfg.model.attn_implementation)
         except OSError as err:
             raise UserError(f"pretrain.model.base: cannot load {cfg.model.base!r}: {str(err).splitlines()[0]}") from None
     encoder.config.architectures = ["BertModel"]

@@ -32,6 +32,7 @@ from finpipe.finetune.fit import (
     split,
 )
 from finpipe.finetune.metrics import ner_metrics
+from finpipe.loading import load_with_heads
 from finpipe.run_summary import WALL_CLOCK
 from finpipe.training import is_main_process, use_bf16
 
@@ -70,17 +71,17 @@ def run(
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     set_seed(seed)
-    model, info = BertForTokenClassification.from_pretrained(
+    model, _ = load_with_heads(
+        BertForTokenClassification,
         model_dir,
+        task_name,
         num_labels=len(tags),
         id2label=dict(enumerate(tags)),
         label2id=label2id,
         attn_implementation="sdpa",
-        output_loading_info=True,
     )
     model.config.architectures = ["BertForTokenClassification"]
     setattr(model.config, ner.SPEC_KEY, {"task": task_name, **window, "label_all_subtokens": task.label_all_subtokens})
-    log.info("%s from %s: new weights %s", task_name, model_dir, sorted(info["missing_keys"]))
 
     def table(part: Any) -> tuple[Dataset, ner.Encoded]:
         enc = ner.encode(

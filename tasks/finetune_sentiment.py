@@ -32,6 +32,7 @@ from finpipe.finetune.fit import (
     split,
 )
 from finpipe.finetune.metrics import class_metrics, score_metrics
+from finpipe.loading import load_with_heads
 from finpipe.run_summary import WALL_CLOCK
 from finpipe.training import is_main_process, use_bf16
 
@@ -111,10 +112,7 @@ def run(
     config = AutoConfig.from_pretrained(model_dir)
     setattr(config, sm.SPEC_KEY, spec)
     set_seed(seed)  # the head's initial weights depend on the seed, as in every HF fine-tuning
-    model, info = sm.SentimentModel.from_pretrained(
-        model_dir, config=config, attn_implementation="sdpa", output_loading_info=True
-    )
-    log.info("%s from %s: new weights %s", task_name, model_dir, sorted(info["missing_keys"]))
+    model, _ = load_with_heads(sm.SentimentModel, model_dir, task_name, config=config, attn_implementation="sdpa")
     sm.init_thresholds(model, train_y)
 
     def table(part: Any, with_targets: bool = True) -> Dataset:

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertTokenizerFast, PreTraine
 
 from finpipe.config import PretrainModel
 from finpipe.errors import UserError
+from finpipe.loading import load_with_heads
 from finpipe.pretrain.model import MaskedOnlyBertForPreTraining
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ def load_base(
     path = resolve(cfg.base)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model, info = MaskedOnlyBertForPreTraining.from_pretrained(
-            path, output_loading_info=True, attn_implementation=cfg.attn_implementation
+        model, info = load_with_heads(
+            MaskedOnlyBertForPreTraining, path, "pretraining model", attn_implementation=cfg.attn_implementation
         )
     except OSError as err:
         raise UserError(
