@@ -410,14 +410,18 @@ class Params:
 T = TypeVar("T")
 
 
+def _short(value: Any) -> bool:
+    return not isinstance(value, (dict, list, tuple)) and len(repr(value)) <= 80
+
+
 def _format_errors(err: ValidationError, source: str, prefix: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
     msg = first["msg"]
     if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key (check the spelling; see params.yaml in the repo for every key)"
-    elif "input" in first and first["type"] != "missing":
-        msg = f"{msg} (got {first['input']!r})"
+    elif "input" in first and first["type"] != "missing" and _short(first["input"]):
+        msg = f"{msg} (got {first['input']!r})"  # a value, never a dump of a whole section
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {loc.strip('.')}: {msg}{more}"
 
@@ -444,5 +448,41 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Load and check the whole params file: every key, at every level, must be known."""
-    return parse(Params, read_yaml(path), source=str(path))
+    """Load and check the whole params file: every key, at every level, must be known, and the
+    sections must fit together (check_across_sections). Every stage loads the whole file, so a
+    fine-tuning mistake stops the first stage in seconds, not the fine-tuning after pretraining."""
+    params = parse(Params, read_yaml(path), source=str(path))
+    check_across_sections(params, str(path))
+    return params
+
+
+def check_across_sections(params: Params, source: str = "params") -> None:
+    """The rules that span sections: each fine-tuning task names an ingested dataset that can
+    give what its target needs. One UserError naming the key and the fix."""
+    sentiment_sets, ner_sets = params.ingest.sentiment.datasets, params.ingest.ner.datasets
+    for name, task in params.finetune.sentiment.tasks.items():
+        key = f"{source}: finetune.sentiment.tasks.{name}"
+        ds = sentiment_sets.get(task.dataset)
+        if ds is None:
+            raise UserError(
+                f"{key}.dataset: {task.dataset!r} is not a sentiment dataset in ingest.sentiment.datasets "
+                f"(have: {sorted(sentiment_sets) or 'none'})"
+            )
+        where = f"ingest.sentiment.datasets.{task.dataset}"
+        if task.target == "ordinal" and not ds.ordered:
+            raise UserError(
+                f"{key}.target: 'ordinal' needs ordered labels: set {where}.ordered: true, or use target: classes"
+            )
+        if task.target == "ordinal" and len(ds.label_set) < 3:
+            raise UserError(f"{key}.target: 'ordinal' needs at least 3 ordered labels ({where} has {len(ds.label_set)})")
+        if (task.target == "score" or task.score_loss_weight > 0) and ds.score_column is None:
+            raise UserError(
+                f"{key}: target {task.target!r} with a score output needs scores, and {where} has no score_column; "
+                f"set score_loss_weight: 0 (or give the dataset a score_column)"
+            )
+    for name, task in params.finetune.ner.tasks.items():
+        if task.dataset not in ner_sets:
+            raise UserError(
+                f"{source}: finetune.ner.tasks.{name}.dataset: {task.dataset!r} is not an NER dataset in "
+                f"ingest.ner.datasets (have: {sorted(ner_sets) or 'none'})"
+            )
