@@ -6,9 +6,12 @@ quarantined row and the key of the per-check counts in the validation report.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
@@ -118,6 +121,17 @@ def ner_schema(tags: Sequence[str], max_tokens: int) -> pa.DataFrameSchema:
     )
 
 
+def _with_value(reason: str, column: Any, value: Any) -> str:
+    """A rejected label names itself, and the allowed label it nearly is (case, spaces)."""
+    if column != "label" or not reason.startswith("label not in "):
+        return reason
+    allowed = ast.literal_eval(reason.removeprefix("label not in "))
+    text = f"label {value!r} not in {allowed}"
+    squash = lambda x: " ".join(str(x).casefold().replace("_", " ").replace("-", " ").split())
+    near = [a for a in allowed if squash(a) == squash(value)] or difflib.get_close_matches(str(value), allowed, n=1)
+    return f"{text} (did you mean {near[0]!r}?)" if near else text
+
+
 @dataclass
 class Outcome:
     passed: pd.DataFrame
@@ -138,6 +152,7 @@ def apply(schema: pa.DataFrameSchema, df: pd.DataFrame) -> Outcome:
             if isinstance(err, str):
                 reasons.setdefault(int(i), []).append(err)
     counts: dict[str, int] = {}
+    rules: dict[int, set[str]] = {}  # the rules each row failed, as counted
     if reasons:
         counts[PARSE_ERROR] = len(reasons)
     # checks run on parsed rows only: a half-read row would trip every check at once
@@ -147,16 +162,17 @@ def apply(schema: pa.DataFrameSchema, df: pd.DataFrame) -> Outcome:
             schema.validate(parsed, lazy=True)
     except SchemaErrors as err:
         fc = err.failure_cases
-        for column, check, index in zip(fc["column"], fc["check"], fc["index"], strict=True):
+        for column, check, index, value in zip(fc["column"], fc["check"], fc["index"], fc["failure_case"], strict=True):
             if index is None or pd.isna(index):  # a whole-column failure: a bug in how we built df
                 raise RuntimeError(f"schema failure without a row: column {column}: {check}") from None
             reason = str(check)
             if reason == "not_nullable":
                 reason = f"{column} is missing"
-            bucket = reasons.setdefault(int(index), [])
-            if reason not in bucket:
-                bucket.append(reason)
-                counts[reason] = counts.get(reason, 0) + 1
+            seen = rules.setdefault(int(index), set())
+            if reason not in seen:
+                seen.add(reason)
+                counts[reason] = counts.get(reason, 0) + 1  # counted by rule; the row's line names its value
+                reasons.setdefault(int(index), []).append(_with_value(reason, column, value))
     bad = sorted(reasons)
     quarantined = df.loc[bad].copy()
     quarantined["reasons"] = [reasons[i] for i in bad]

@@ -85,9 +85,15 @@ def test_fpb_splits_on_last_at(tmp_path):
 
 
 def test_label_not_in_set(tmp_path):
-    (tmp_path / "s.csv").write_text("text,label\nProfit rose,positive\nProfit flat,meh\n")
+    """The rejected value is named, with the allowed label it nearly is; counts stay per rule."""
+    (tmp_path / "s.csv").write_text("text,label\nProfit rose,positive\nProfit flat,meh\nLoss,Negative\nOops,postive\n")
     _, outcome = sentiment(tmp_path / "s.csv", labels=["negative", "neutral", "positive"])
-    assert reasons(outcome) == [["label not in ['negative', 'neutral', 'positive']"]]
+    assert reasons(outcome) == [
+        ["label 'meh' not in ['negative', 'neutral', 'positive']"],
+        ["label 'Negative' not in ['negative', 'neutral', 'positive'] (did you mean 'negative'?)"],
+        ["label 'postive' not in ['negative', 'neutral', 'positive'] (did you mean 'positive'?)"],
+    ]
+    assert outcome.check_counts == {"label not in ['negative', 'neutral', 'positive']": 3}
 
 
 @pytest.mark.parametrize(

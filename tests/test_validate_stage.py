@@ -59,7 +59,7 @@ def test_fails_above_threshold_naming_file_and_rows(tmp_path):
     assert "\n" not in msg
     assert msg.startswith("validate sentiment/fpb: 2 of 52 rows (3.8%) failed, above max_bad_fraction 1.0%, in ")
     assert "fpb.txt:line 51: no '@' separating sentence and label" in msg
-    assert "fpb.txt:line 52: label not in ['negative', 'neutral', 'positive']" in msg
+    assert "fpb.txt:line 52: label 'great' not in ['negative', 'neutral', 'positive']" in msg
     assert (tmp_path / "reports" / "sentiment.json").exists()  # the report is written before failing
 
 
