@@ -19,15 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def bf16_available() -> bool:
-    """bf16 autocast pays off on GPUs that support it and on CPUs with AVX-512 BF16 or AMX."""
+    """Whether bf16 autocast pays off here: on a GPU, whether it supports bf16; on a CPU, whether
+    it advertises bf16 (AVX-512 BF16 or AMX) and a short matmul probe, run once and cached, finds
+    bf16 faster than fp32 (finpipe/bf16_probe.py): the flag alone says nothing about speed."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((check and check()) or (amx and amx()))
+    from finpipe.bf16_probe import bf16_pays_off
+
+    return bf16_pays_off()
 
 
 def use_bf16(setting: bool | str) -> bool:
+    """`bf16: auto` decides by bf16_available(); true/false are taken as given."""
     return bf16_available() if setting == "auto" else bool(setting)
 
 
