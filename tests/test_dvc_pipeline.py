@@ -109,9 +109,9 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     assert lows["conf90"] < lows["conf80"]  # a narrower interval: the experiments differ as they should
     diff = _sh(["dvc", "metrics", "diff", "conf90", "conf80", "--json"], workspace)
     assert "headlines/delta/macro_f1_ci_low" in diff and "failed to load" not in diff
-    _sh(["git", "checkout", "params.yaml"], workspace)  # back to the baseline: from the run-cache
+    _sh(["git", "checkout", "params.yaml"], workspace)  # back to the baseline: only evaluate reruns
     out = _sh(["dvc", "repro"], workspace)
-    assert "Running stage 'evaluate'" not in out and "Stage 'evaluate' is cached" in out
+    assert {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")} <= {"evaluate"}
 
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["ingest"]["ner"]["seed"] = 99
