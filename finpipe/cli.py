@@ -207,27 +207,48 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    from tasks.check import check_file
+CHECK_FLAGS = (
+    "format",
+    "text_column",
+    "label_column",
+    "score_column",
+    "id_column",
+    "labels",
+    "tag_scheme",
+    "dev_fraction",
+    "test_fraction",
+    "seed",
+)
 
-    summary = check_file(
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from finpipe.report import data_fix, markdown, passing_fraction
+    from tasks.check import check
+
+    flags = {k: getattr(args, k) for k in CHECK_FLAGS}
+    flags["labels"] = args.labels.split(",") if args.labels else None
+    result = check(
         args.kind,
-        Path(args.path),
-        fmt=args.format,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        score_column=args.score_column,
-        id_column=args.id_column,
-        labels=args.labels.split(",") if args.labels else None,
-        tag_scheme=args.tag_scheme,
+        Path(args.path) if args.path else None,
+        dataset=args.dataset,
+        params_file=Path(args.params) if args.params else None,
+        flags=flags,
         max_bad_fraction=args.max_bad_fraction,
     )
-    from finpipe.report import markdown
-
-    sys.stdout.write(markdown(f"{args.kind} ({args.path})", [summary]))
+    summary = result.summary
+    for note in result.notes:
+        print(f"note: {note}")
+    sys.stdout.write(markdown(f"{args.kind} ({args.path or args.dataset})", [summary]))
     if args.json:
         write_json(args.json, summary)
-    return 0 if summary["passed"] else 1
+    if summary["passed"]:
+        return 0
+    noun = "texts" if args.kind == "sentiment" else "sentences"
+    shown = len(summary["first_failures"])
+    listed = "the report above" if summary["rows_quarantined"] <= shown else f"the report above, first {shown}"
+    fix = data_fix(summary, noun, listed)
+    print(f"\nTo pass: {fix}, or rerun with --max-bad-fraction {passing_fraction(summary)}")
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,22 +347,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project-dir", default=".")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("check", help="validate one file without running the pipeline (exit 0 pass, 1 fail, 2 unusable)")
+    p = sub.add_parser(
+        "check",
+        help="ingest + validate one file as the stages would, leaks between splits included (exit 0 pass, 1 fail, 2 unusable)",
+    )
     p.add_argument("kind", choices=KINDS)
-    p.add_argument("path")
+    p.add_argument("path", nargs="?", help="the file (or folder) to check; with --dataset, it replaces the dataset's path")
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="take the whole spec (format, columns, labels, splits, seed) and the validate thresholds from "
+        "params: ingest.<kind>.datasets.NAME (corpus: the source NAME); without PATH, its own file(s)",
+    )
+    p.add_argument("--params", default=None, help="params file for --dataset (default params.yaml); else validate.* from it")
     p.add_argument(
         "--format",
-        default="auto",
+        default=None,
         help="corpus: csv tsv parquet jsonl json text text_dir reuters_sgml; "
-        "sentiment: fpb csv tsv jsonl json parquet; ner: conll finer_csv",
+        "sentiment: fpb csv tsv jsonl json parquet; ner: conll finer_csv (default: from the extension)",
     )
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default=None, help="sentiment: column with class labels")
+    p.add_argument("--text-column", default=None, help="default: text")
+    p.add_argument("--label-column", default=None, help="sentiment: column with class labels (default: label)")
     p.add_argument("--score-column", default=None, help="sentiment: column with a score in [-1, 1]")
     p.add_argument("--id-column", default=None)
     p.add_argument("--labels", default=None, help="comma-separated label set (default negative,neutral,positive)")
-    p.add_argument("--tag-scheme", default="bio", choices=["bio", "io"])
-    p.add_argument("--max-bad-fraction", type=float, default=0.01)
+    p.add_argument("--tag-scheme", default=None, choices=["bio", "io"], help="ner (default: bio)")
+    p.add_argument("--dev-fraction", type=float, default=None, help="default: the stage default (0.1; corpus 0.05)")
+    p.add_argument("--test-fraction", type=float, default=None, help="sentiment/ner (default: 0.1)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: 13, the stage default)")
+    p.add_argument("--max-bad-fraction", type=float, default=None, help="default: validate.max_bad_fraction (0.01)")
     p.add_argument("--json", help="also write the report as JSON here")
     p.set_defaults(func=_cmd_check)
     return parser

@@ -447,18 +447,41 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+def project_root(params_path: str | os.PathLike[str]) -> Path:
+    """The folder that relative paths in a params file are from: the DVC project holding the file
+    (the nearest folder at or above it with a dvc.yaml; DVC runs every stage there, so
+    profiles/real.yaml resolves like params.yaml), else the working directory."""
+    here = Path(params_path).resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return Path.cwd()
+
+
+def load_params(
+    path: str | os.PathLike[str] = "params.yaml", root: str | os.PathLike[str] | None = None, check_paths: bool = True
+) -> Params:
     """Load and check the whole params file: every key, at every level, must be known, and the
-    sections must fit together (check_across_sections). Every stage loads the whole file, so a
-    fine-tuning mistake stops the first stage in seconds, not the fine-tuning after pretraining."""
+    sections must fit together (check_across_sections), input paths included unless
+    check_paths is False (`finpipe check` reads a file that is not in place yet). Every stage
+    loads the whole file, so a fine-tuning mistake stops the first stage in seconds, not the
+    fine-tuning after pretraining. `root`: what relative paths are from (project_root)."""
     params = parse(Params, read_yaml(path), source=str(path))
-    check_across_sections(params, str(path))
+    where = None if not check_paths else Path(root) if root is not None else project_root(path)
+    check_across_sections(params, str(path), where)
     return params
 
 
-def check_across_sections(params: Params, source: str = "params") -> None:
+def check_across_sections(params: Params, source: str = "params", root: Path | None = None) -> None:
     """The rules that span sections: each fine-tuning task names an ingested dataset that can
-    give what its target needs. One UserError naming the key and the fix."""
+    give what its target needs, and (given `root`) the inputs the user supplies exist. One
+    UserError naming the key and the fix."""
+    _check_tasks(params, source)
+    if root is not None:
+        _check_paths(params, root, source)
+
+
+def _check_tasks(params: Params, source: str) -> None:
     sentiment_sets, ner_sets = params.ingest.sentiment.datasets, params.ingest.ner.datasets
     for name, task in params.finetune.sentiment.tasks.items():
         key = f"{source}: finetune.sentiment.tasks.{name}"
@@ -470,9 +493,7 @@ def check_across_sections(params: Params, source: str = "params") -> None:
             )
         where = f"ingest.sentiment.datasets.{task.dataset}"
         if task.target == "ordinal" and not ds.ordered:
-            raise UserError(
-                f"{key}.target: 'ordinal' needs ordered labels: set {where}.ordered: true, or use target: classes"
-            )
+            raise UserError(f"{key}.target: 'ordinal' needs ordered labels: set {where}.ordered: true, or use target: classes")
         if task.target == "ordinal" and len(ds.label_set) < 3:
             raise UserError(f"{key}.target: 'ordinal' needs at least 3 ordered labels ({where} has {len(ds.label_set)})")
         if (task.target == "score" or task.score_loss_weight > 0) and ds.score_column is None:
@@ -486,3 +507,113 @@ def check_across_sections(params: Params, source: str = "params") -> None:
                 f"{source}: finetune.ner.tasks.{name}.dataset: {task.dataset!r} is not an NER dataset in "
                 f"ingest.ner.datasets (have: {sorted(ner_sets) or 'none'})"
             )
+
+
+Problem = tuple[str, str]  # (what is wrong, what to do)
+
+
+def _input_problem(path: Path, want: Literal["file", "dir"]) -> Problem | None:
+    """What keeps a reader from opening `path` (the readers' require_file/require_dir rules)."""
+    if not path.exists():
+        return "not found", f"point it at an existing {'file' if want == 'file' else 'folder'}"
+    if want == "file" and path.is_dir():
+        return "is a folder, expected a file", "point it at a file"
+    if want == "dir" and not path.is_dir():
+        return "is a file, expected a folder", "point it at a folder"
+    if want == "file" and path.stat().st_size == 0:
+        return "is empty", "point it at a file with data"
+    return None
+
+
+def _corpus_problem(path: Path, src: CorpusSource) -> Problem | None:
+    """As read_corpus sees a source: text_dir and reuters_sgml folders take the files that
+    `pattern` matches (reuters_sgml: *.sgm by default), `auto` reads a folder as one of them."""
+    if not path.exists():
+        return "not found", "point it at an existing file or folder"
+    if not path.is_dir() and src.format == "text_dir":
+        return "is a file, and format text_dir reads a folder", "point it at a folder, or set format: text"
+    if not path.is_dir():
+        return _input_problem(path, "file")
+    if src.format not in ("auto", "text_dir", "reuters_sgml"):
+        return f"is a folder, and format {src.format} reads one file", "point it at a file, or set format: text_dir"
+    sgml = src.format == "reuters_sgml" or (src.format == "auto" and any(path.glob("*.sgm")))
+    pattern = "*.sgm" if sgml and src.pattern == "*" else src.pattern
+    if not any(p.is_file() for p in path.glob(pattern)):
+        return f"has no files matching {pattern!r}", "add them, or set pattern"
+    return None
+
+
+def _say(key: str, rel: str, where: str, problem: Problem) -> str:
+    what, fix = problem
+    parts = [rel, what, where] if what == "not found" else [rel, where, what]
+    return f"{key}: {' '.join(p for p in parts if p)}; {fix}"
+
+
+def _from(root: Path, rel: str) -> str:
+    """Where a relative path was looked for; nothing for an absolute one."""
+    return "" if Path(rel).expanduser().is_absolute() else f"(relative to {root})"
+
+
+def _dataset_files(kind: str, datasets: dict[str, SentimentDataset] | dict[str, NerDataset]) -> list[tuple[str, str]]:
+    """(key, path) of every file a sentiment/NER dataset reads."""
+    out = []
+    for name, ds in datasets.items():
+        key = f"ingest.{kind}.datasets.{name}"
+        out += [(f"{key}.path", ds.path)] if ds.path else [(f"{key}.splits.{s}", f) for s, f in (ds.splits or {}).items()]
+    return out
+
+
+def _kind_problems(params: Params, kind: str, folder: Path, shown: str) -> list[str]:
+    """Every input of one data kind that its reader would not find in its input folder."""
+    if kind == "corpus":
+        checks = [
+            (f"ingest.corpus.sources.{i}.path (source {s.name!r})", s.path, _corpus_problem(folder / s.path, s))
+            for i, s in enumerate(params.ingest.corpus.sources)
+        ]
+    else:
+        files = _dataset_files(kind, getattr(params.ingest, kind).datasets)
+        checks = [(key, rel, _input_problem(folder / rel, "file")) for key, rel in files]
+    where = f"in paths.inputs.{kind} ({shown})"
+    return [_say(key, rel, where, problem) for key, rel, problem in checks if problem]
+
+
+def _base_problem(base: str, root: Path) -> str | None:
+    """pretrain.model.base, when it is a local path (told apart from a hub id as
+    finpipe.pretrain.base.resolve does). Hub ids, package: and scratch are left to the stage
+    that loads the model: checking them here would need the network or the package import."""
+    if base == "scratch" or base.startswith("package:"):
+        return None
+    if not (base.startswith((".", "/", "~")) or base.count("/") > 1):
+        return None  # a hub id, or a bare folder name (local when it exists, else a hub id)
+    if (root / Path(base).expanduser()).is_dir():
+        return None
+    return _say(
+        "pretrain.model.base",
+        base,
+        _from(root, base),
+        ("not found", "point it at a model folder, or use a hub id, package:<module>/<dir> or scratch"),
+    )
+
+
+def _check_paths(params: Params, root: Path, source: str) -> None:
+    """The inputs the user supplies exist where the readers will look. Every problem is
+    collected: the first is shown in full, the others by key, so one run lists them all."""
+    problems = []
+    for kind, rel in params.paths.inputs.items():
+        folder = _input_problem(root / rel, "dir")
+        if folder:  # its files are not looked for: each would only repeat this
+            problems.append(
+                _say(
+                    f"paths.inputs.{kind}",
+                    rel,
+                    _from(root, rel),
+                    (folder[0], f"point it at the folder with your {kind} files"),
+                )
+            )
+        else:
+            problems += _kind_problems(params, kind, root / rel, rel)
+    base = _base_problem(params.pretrain.model.base, root)
+    problems += [base] if base else []
+    if problems:
+        more = f" (+{len(problems) - 1} more: {', '.join(p.split(':')[0] for p in problems[1:])})" if len(problems) > 1 else ""
+        raise UserError(f"{source}: {problems[0]}{more}")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from finpipe.atomic import write_json, write_text
-from finpipe.schemas import Outcome
+from finpipe.schemas import DUPLICATE, LEAK, Outcome
 
 FIRST_FAILURES = 10
 
@@ -31,6 +33,24 @@ def summarise(name: str, source: str, total: int, outcome: Outcome, max_bad_frac
         "checks": dict(sorted(outcome.check_counts.items(), key=lambda kv: -kv[1])),
         "first_failures": first,
     }
+
+
+def passing_fraction(summary: dict[str, Any]) -> float:
+    """The smallest max_bad_fraction with 3 decimals under which this dataset passes: its bad
+    fraction rounded up, in exact arithmetic so that float noise cannot round it below."""
+    if not summary["rows_in"]:
+        return 0.0
+    exact = Fraction(summary["rows_quarantined"], summary["rows_in"])
+    return math.ceil(exact * 1000) / 1000
+
+
+def data_fix(summary: dict[str, Any], noun: str, listed: str) -> str:
+    """What to change in the data so the dataset passes. Leaks into dev/test and duplicate
+    keys go away by deleting the repeats; any other failure is fixed row by row."""
+    only_repeats = all(k == LEAK or k.startswith(DUPLICATE) for k in summary["checks"])
+    if only_repeats and summary["checks"]:
+        return f"remove the duplicated {noun} from {summary['source']} (listed in {listed})"
+    return f"fix or remove the failing {noun} in {summary['source']} (listed in {listed})"
 
 
 def markdown(kind: str, summaries: list[dict[str, Any]]) -> str:

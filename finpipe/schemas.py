@@ -6,7 +6,6 @@ quarantined row and the key of the per-check counts in the validation report.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import re
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from finpipe.bio import bio_problem
 _CONTROL_RX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 _BAD_TOKEN = re.compile(r"\s|" + _CONTROL_RX)
 PARSE_ERROR = "unparsable row"
+LEAK = "text also appears in the train split"
+DUPLICATE = "duplicate "  # the start of every duplicate-key rule's reason
 
 
 def _text_checks(min_chars: int, max_chars: int) -> list[pa.Check]:
@@ -34,7 +35,7 @@ def _text_checks(min_chars: int, max_chars: int) -> list[pa.Check]:
 
 
 def _first_occurrence(columns: Sequence[str], what: str) -> pa.Check:
-    return pa.Check(lambda df: ~df.duplicated(subset=list(columns), keep="first"), error=f"duplicate {what}")
+    return pa.Check(lambda df: ~df.duplicated(subset=list(columns), keep="first"), error=f"{DUPLICATE}{what}")
 
 
 def corpus_schema(min_chars: int, max_chars: int) -> pa.DataFrameSchema:
@@ -58,7 +59,19 @@ def _leak_check(key: str) -> pa.Check:
         train = set(keys[df["split"] == "train"])
         return ~((df["split"] != "train") & keys.isin(train))
 
-    return pa.Check(check, error="text also appears in the train split")
+    return pa.Check(check, error=LEAK)
+
+
+def _not_in(column: str, allowed: Sequence[str]) -> str:
+    return f"{column} not in {list(allowed)}"
+
+
+def _one_of(column: str, allowed: Sequence[str]) -> pa.Column:
+    """A column whose values must be in `allowed`. The list rides along in the column's
+    metadata, so a rejected value can be named with the allowed one it nearly is."""
+    allowed = list(allowed)
+    check = pa.Check(lambda s: s.isin(allowed), error=_not_in(column, allowed))
+    return pa.Column(None, nullable=False, checks=check, metadata={"allowed": allowed})
 
 
 def sentiment_schema(
@@ -69,9 +82,7 @@ def sentiment_schema(
         {
             "id": pa.Column(None, nullable=False),
             "text": pa.Column(None, nullable=False, checks=_text_checks(min_chars, max_chars)),
-            "label": pa.Column(
-                None, nullable=False, checks=pa.Check(lambda s: s.isin(list(labels)), error=f"label not in {list(labels)}")
-            ),
+            "label": _one_of("label", labels),
             "score": pa.Column(
                 None, nullable=not has_score, checks=pa.Check(lambda s: s.between(lo, hi), error=f"score outside [{lo}, {hi}]")
             ),
@@ -121,14 +132,25 @@ def ner_schema(tags: Sequence[str], max_tokens: int) -> pa.DataFrameSchema:
     )
 
 
-def _with_value(reason: str, column: Any, value: Any) -> str:
-    """A rejected label names itself, and the allowed label it nearly is (case, spaces)."""
-    if column != "label" or not reason.startswith("label not in "):
+def _row_reason(schema: pa.DataFrameSchema, column: Any, reason: str, value: Any) -> str:
+    """A row's line for a failed rule: the membership rule of a `_one_of` column names the value."""
+    col = schema.columns.get(column) if isinstance(column, str) else None
+    allowed = (col.metadata or {}).get("allowed") if col is not None else None
+    if allowed is None or reason != _not_in(column, allowed):
         return reason
-    allowed = ast.literal_eval(reason.removeprefix("label not in "))
-    text = f"label {value!r} not in {allowed}"
-    squash = lambda x: " ".join(str(x).casefold().replace("_", " ").replace("-", " ").split())
-    near = [a for a in allowed if squash(a) == squash(value)] or difflib.get_close_matches(str(value), allowed, n=1)
+    return _with_value(column, value, allowed)
+
+
+def _squash(x: Any) -> str:
+    return " ".join(str(x).casefold().replace("_", " ").replace("-", " ").split())
+
+
+def _with_value(column: str, value: Any, allowed: Sequence[str]) -> str:
+    """A rejected value names itself, and the allowed value it nearly is (case, spaces,
+    underscores, hyphens; else a close spelling)."""
+    allowed = list(allowed)
+    text = f"{column} {value!r} not in {allowed}"
+    near = [a for a in allowed if _squash(a) == _squash(value)] or difflib.get_close_matches(str(value), allowed, n=1)
     return f"{text} (did you mean {near[0]!r}?)" if near else text
 
 
@@ -172,7 +194,7 @@ def apply(schema: pa.DataFrameSchema, df: pd.DataFrame) -> Outcome:
             if reason not in seen:
                 seen.add(reason)
                 counts[reason] = counts.get(reason, 0) + 1  # counted by rule; the row's line names its value
-                reasons.setdefault(int(index), []).append(_with_value(reason, column, value))
+                reasons.setdefault(int(index), []).append(_row_reason(schema, column, reason, value))
     bad = sorted(reasons)
     quarantined = df.loc[bad].copy()
     quarantined["reasons"] = [reasons[i] for i in bad]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from finpipe.atomic import atomic_dir
 from finpipe.config import Validate
 from finpipe.errors import UserError, ValidationFailed
-from finpipe.report import metrics, summarise, write_quarantine, write_report
+from finpipe.report import data_fix, metrics, passing_fraction, summarise, write_quarantine, write_report
 from finpipe.schemas import Outcome, apply, corpus_schema, ner_schema, sentiment_schema
 from finpipe.text import text_key
 
@@ -47,14 +47,20 @@ def validate_corpus(df: pd.DataFrame, cfg: Validate) -> Outcome:
     return apply(corpus_schema(cfg.corpus.min_chars, cfg.corpus.max_chars), df)
 
 
-def _enforce(kind: str, summaries: list[dict[str, Any]]) -> None:
+NOUNS = {"corpus": "sentences", "sentiment": "texts", "ner": "sentences"}
+
+
+def _enforce(kind: str, summaries: list[dict[str, Any]], quarantine_dir: Path) -> None:
+    """Fail on the first dataset above the threshold, ending with the two ways to pass."""
     for s in summaries:
         if not s["passed"]:
             shown = "; ".join(f"{f['origin']}: {', '.join(f['reasons'])}" for f in s["first_failures"][:3])
+            fix = data_fix(s, NOUNS[kind], str(quarantine_dir / f"{s['dataset']}.jsonl"))
             raise ValidationFailed(
                 f"validate {kind}/{s['dataset']}: {s['rows_quarantined']} of {s['rows_in']} rows "
                 f"({100 * s['bad_fraction']:.1f}%) failed, above max_bad_fraction {100 * s['max_bad_fraction']:.1f}%, "
-                f"in {s['source']} — first: {shown} (all in the quarantine file and report)"
+                f"in {s['source']} — first: {shown} (all in the quarantine file and report). To pass: {fix}, "
+                f"or raise validate.max_bad_fraction to at least {passing_fraction(s)} in params.yaml"
             )
 
 
@@ -75,7 +81,7 @@ def run_corpus(cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path,
         write_quarantine(qtmp / "corpus.jsonl", outcome.quarantined)
     write_report(report_dir, "corpus", [summary])
     log.info("corpus: %d rows in, %d passed, %d quarantined", len(df), len(outcome.passed), len(outcome.quarantined))
-    _enforce("corpus", [summary])
+    _enforce("corpus", [summary], quarantine_dir)
     return metrics([summary])
 
 
@@ -98,7 +104,7 @@ def _run_sets(kind: str, cfg: Validate, in_dir: Path, out_dir: Path, quarantine_
                 "%s/%s: %d rows in, %d passed, %d quarantined", kind, name, len(df), len(outcome.passed), len(outcome.quarantined)
             )
     write_report(report_dir, kind, summaries)
-    _enforce(kind, summaries)
+    _enforce(kind, summaries, quarantine_dir)
     return metrics(summaries)
 
 

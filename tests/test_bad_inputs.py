@@ -96,6 +96,21 @@ def test_label_not_in_set(tmp_path):
     assert outcome.check_counts == {"label not in ['negative', 'neutral', 'positive']": 3}
 
 
+def test_label_near_match_across_case_spaces_underscores_hyphens(tmp_path):
+    """The allowed labels come from the schema itself (not read back out of the message), so
+    labels with spaces, quotes or brackets are named as they are."""
+    labels = ["strongly negative", "it's [fine]", "mildly positive", "n a"]
+    (tmp_path / "s.csv").write_text('text,label\nA fall,strongly_negative\nA rise,Mildly-Positive\nOk,"IT\'S  [FINE]"\nNo,N-A\n')
+    _, outcome = sentiment(tmp_path / "s.csv", labels=labels)
+    allowed = "['strongly negative', \"it's [fine]\", 'mildly positive', 'n a']"
+    assert reasons(outcome) == [
+        [f"label 'strongly_negative' not in {allowed} (did you mean 'strongly negative'?)"],
+        [f"label 'Mildly-Positive' not in {allowed} (did you mean 'mildly positive'?)"],
+        [f'label "IT\'S  [FINE]" not in {allowed} (did you mean "it\'s [fine]"?)'],
+        [f"label 'N-A' not in {allowed} (did you mean 'n a'?)"],  # too short for a spelling match
+    ]
+
+
 @pytest.mark.parametrize(
     ("score", "reason"), [("1.7", "score outside [-1.0, 1.0]"), ("abc", "score 'abc' is not a number"), ("", "score is missing")]
 )

@@ -1,9 +1,12 @@
 import json
+from fractions import Fraction
 
 import pytest
+from test_check_split import leaky_conll
 
-from finpipe.config import SentimentIngest, Validate, parse
+from finpipe.config import NerIngest, SentimentIngest, Validate, parse
 from finpipe.errors import ValidationFailed
+from finpipe.report import passing_fraction
 from tasks import ingest, validate
 
 
@@ -60,7 +63,38 @@ def test_fails_above_threshold_naming_file_and_rows(tmp_path):
     assert msg.startswith("validate sentiment/fpb: 2 of 52 rows (3.8%) failed, above max_bad_fraction 1.0%, in ")
     assert "fpb.txt:line 51: no '@' separating sentence and label" in msg
     assert "fpb.txt:line 52: label 'great' not in ['negative', 'neutral', 'positive']" in msg
+    assert msg.endswith(
+        f"To pass: fix or remove the failing texts in {tmp_path / 'raw' / 'fpb.txt'} (listed in {tmp_path / 'q' / 'fpb.jsonl'}), "
+        "or raise validate.max_bad_fraction to at least 0.039 in params.yaml"
+    )
     assert (tmp_path / "reports" / "sentiment.json").exists()  # the report is written before failing
+
+
+def _validate_ner(tmp_path, max_bad_fraction: float) -> None:
+    cfg = parse(Validate, {"max_bad_fraction": max_bad_fraction})
+    validate.run_ner(cfg, tmp_path / "in", tmp_path / "clean", tmp_path / "q", tmp_path / "r")
+
+
+def test_a_leak_failure_says_what_to_remove_and_the_max_bad_fraction_that_passes(tmp_path):
+    leaky_conll(tmp_path / "news.conll")
+    ingest.run_ner(parse(NerIngest, {"datasets": {"news": {"path": "news.conll"}}}), tmp_path, tmp_path / "in")
+    with pytest.raises(ValidationFailed) as err:
+        _validate_ner(tmp_path, 0.01)
+    assert str(err.value).endswith(
+        f"To pass: remove the duplicated sentences from {tmp_path / 'news.conll'} (listed in {tmp_path / 'q' / 'news.jsonl'}), "
+        "or raise validate.max_bad_fraction to at least 0.034 in params.yaml"
+    )
+    with pytest.raises(ValidationFailed):
+        _validate_ner(tmp_path, 0.033)  # 2 of 60 is 0.0333...: rounded up, not to the nearest
+    _validate_ner(tmp_path, 0.034)  # the suggested value passes
+
+
+def test_the_suggested_fraction_passes_and_is_the_smallest_with_3_decimals():
+    for total in range(1, 301):
+        for bad in range(total + 1):
+            need = passing_fraction({"rows_in": total, "rows_quarantined": bad})
+            assert bad / total <= need  # the pass test of finpipe.report.summarise
+            assert Fraction(need).limit_denominator(1000) - Fraction(bad, total) < Fraction(1, 1000)
 
 
 def test_leak_between_user_splits_is_quarantined(tmp_path):
