@@ -3,8 +3,11 @@
 DVC decides what is stale (the graph comes from dvc.yaml, never a copy of it); Prefect adds
 the UI, logs per stage, retries of transient failures, schedules and artifacts. Params
 overrides are applied the DVC way (hydra-style `key=value` on params.yaml, as `dvc exp run
--S` does), the run is recorded as a DVC experiment named after the flow run, and params.yaml
-is restored afterwards.
+-S` does) and, as with a workspace `dvc exp run`, they stay in params.yaml once a stage has
+run under them: `params.yaml`, `dvc.lock` and the outputs always agree, so `dvc status` is
+clean and the next `dvc repro` reruns nothing. The run is saved as a DVC experiment named
+after the flow run (linked from the run's `dvc-experiment` artifact). Only when no stage ran
+(everything was fresh, or the first stage refused the params) is params.yaml put back.
 
 Stages run one after another: `dvc repro` holds a repository lock, so two stages of one
 workspace cannot run at the same time.
@@ -12,19 +15,18 @@ workspace cannot run at the same time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import networkx as nx
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from finpipe.atomic import atomic_path
 from tasks.dvc_stage import _env, dvc_bin, run_stage
 
 
@@ -63,13 +65,12 @@ def stage_plan(root: Path, selected: list[str] | None = None) -> list[PlannedSta
         ]
 
 
-@contextlib.contextmanager
-def params_overrides(root: Path, overrides: dict[str, Any] | None) -> Iterator[None]:
+def apply_params_overrides(root: Path, overrides: dict[str, Any] | None) -> bytes | None:
     """Apply `{"pretrain.train.max_steps": 200}`-style overrides to params.yaml with DVC's own
-    hydra override code (what `dvc exp run -S` uses), and restore the file afterwards."""
+    hydra override code (what `dvc exp run -S` uses). Returns the file's previous bytes (None
+    when there was nothing to apply), for `restore_params`."""
     if not overrides:
-        yield
-        return
+        return None
     from dvc.utils.hydra import apply_overrides
 
     params = root / "params.yaml"
@@ -77,9 +78,22 @@ def params_overrides(root: Path, overrides: dict[str, Any] | None) -> Iterator[N
     items = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
     try:
         apply_overrides(str(params), items)
-        yield
-    finally:
-        params.write_bytes(original)
+    except Exception:
+        restore_params(root, original)
+        raise
+    return original
+
+
+def restore_params(root: Path, original: bytes) -> None:
+    with atomic_path(root / "params.yaml") as tmp:
+        tmp.write_bytes(original)
+
+
+def restore_outputs(root: Path) -> None:
+    """`dvc checkout`: the outputs dvc.lock names, from the cache."""
+    proc = subprocess.run([dvc_bin(), "checkout", "--quiet"], cwd=root, env=_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        get_run_logger().warning("dvc checkout failed: %s", (proc.stderr or proc.stdout).strip().splitlines()[-1:])
 
 
 def stale_stages(root: Path) -> set[str] | None:
@@ -95,13 +109,25 @@ def stale_stages(root: Path) -> set[str] | None:
 
 
 def record_experiment(root: Path, name: str) -> str | None:
-    """`dvc exp save`: params, metrics and outputs of this run as a named DVC experiment."""
+    """`dvc exp save`: params, metrics and outputs of this run as a named DVC experiment, and
+    a `dvc-experiment` artifact on the flow run that names it."""
     proc = subprocess.run(
         [dvc_bin(), "exp", "save", "--name", name, "--force"], cwd=root, env=_env(), capture_output=True, text=True
     )
     if proc.returncode != 0:
         get_run_logger().warning("dvc exp save failed: %s", (proc.stderr or proc.stdout).strip().splitlines()[-1:])
         return None
+    get_run_logger().info("saved as DVC experiment %s (dvc exp show; dvc params diff HEAD %s)", name, name)
+    create_markdown_artifact(
+        key="dvc-experiment",
+        markdown=(
+            f"DVC experiment **`{name}`** in `{root}`\n\n"
+            f"- `dvc exp show` lists it beside the other experiments and commits\n"
+            f"- `dvc params diff HEAD {name}` / `dvc metrics diff HEAD {name}`: what it changed\n"
+            f"- `dvc exp apply {name}` brings it back into a workspace; `dvc exp branch {name} <branch>` keeps it\n"
+        ),
+        description=f"the DVC experiment this flow run saved: {name}",
+    )
     return name
 
 
@@ -149,7 +175,8 @@ def pipeline(
     plan = stage_plan(root, stages)
     logger.info("stages: %s", ", ".join(s.name for s in plan))
     outcome: dict[str, str] = {}
-    with params_overrides(root, overrides):
+    original_params = apply_params_overrides(root, overrides)
+    try:
         stale = None if force else stale_stages(root)
         stage_task = run_stage.with_options(
             retries=retries, retry_delay_seconds=[retry_delay_seconds * 2**i for i in range(max(retries, 1))]
@@ -163,9 +190,27 @@ def pipeline(
             if state.is_failed():
                 state.result()  # raises the stage's error: the flow fails with its message
             outcome[stage.name] = "ran" if state.result()["ran"] else "skipped"
-        publish_validation_counts(root, plan)
-        if record and any(v == "ran" for v in outcome.values()):
-            record_experiment(root, flow_run.name or "prefect-run")
+    except BaseException:
+        if original_params is not None and not any(v == "ran" for v in outcome.values()):
+            # the first stage to run failed under the overrides: back to the params and the
+            # outputs (DVC removed the failed stage's before running it) the workspace had
+            restore_params(root, original_params)
+            original_params = None
+            restore_outputs(root)
+        raise
+    finally:
+        ran = any(v == "ran" for v in outcome.values())
+        if original_params is not None and not ran:
+            restore_params(root, original_params)  # nothing ran under the overrides: nothing to keep in step
+        elif original_params is not None:
+            logger.info(
+                "params.yaml keeps the overrides %s (dvc.lock and the outputs were made with them); "
+                "back to the committed state: git checkout -- params.yaml dvc.lock && dvc checkout",
+                overrides,
+            )
+    publish_validation_counts(root, plan)
+    if record and ran:
+        record_experiment(root, flow_run.name or "prefect-run")
     return outcome
 
 

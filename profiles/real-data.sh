@@ -11,6 +11,17 @@ if [ ! -d "$DATA" ]; then
   echo "real-data: $DATA not found; set FINPIPE_DATA to the folder with the data sets" >&2
   exit 2
 fi
+# the profile with paths.inputs pointed at DATA: the stages check every input path when they
+# load params, so they must name the folder actually read
+mkdir -p "$OUT"
+python - "$PARAMS" "$DATA" "$OUT/params.yaml" <<'PY'
+import sys
+import yaml
+params = yaml.safe_load(open(sys.argv[1]))
+params["paths"]["inputs"] = {kind: sys.argv[2] for kind in params["paths"]["inputs"]}
+open(sys.argv[3], "w").write(yaml.safe_dump(params, sort_keys=False))
+PY
+PARAMS="$OUT/params.yaml"
 for kind in corpus sentiment ner; do
   finpipe ingest "$kind" --params "$PARAMS" --input "$DATA" --output "$OUT/ingested/$kind" \
     --metrics "$OUT/reports/ingest/$kind.json"

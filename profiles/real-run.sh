@@ -2,8 +2,9 @@
 # `make real`: the whole pipeline (ingest ... pretrain ... fine-tune x 3 seeds ... evaluate) on the
 # real data sets, with profiles/real.yaml as its params, in a workspace of its own:
 #   REAL_WORKSPACE  (default data/work/real-project) a copy of the repo's files, with
-#                   profiles/real.yaml as params.yaml and the data folder made absolute; a git
-#                   repo (dvclive needs one) sharing this repo's DVC cache. Rerunning refreshes
+#                   profiles/real.yaml as params.yaml and the data folder as the user gave it
+#                   (relative to the workspace when given relative, so dvc.lock names relative
+#                   inputs); a git repo (dvclive needs one) sharing this repo's DVC cache. Rerunning refreshes
 #                   the copy and `dvc repro` reruns only what changed.
 #   FINPIPE_DATA    folder with the data sets (default ../shared/data)
 # Afterwards: cd $REAL_WORKSPACE && dvc metrics show / dvc plots show; the report is
@@ -17,9 +18,9 @@ mkdir -p "$WS"
 WS="$(cd "$WS" && pwd)"
 cd "$ROOT"
 # the repo's own files (tracked, or new and not ignored: never data/work, models, reports), then
-# profiles/real.yaml as params.yaml with the data folder made absolute
+# profiles/real.yaml as params.yaml with the data folder
 python - "$WS" "$DATA" <<'PY'
-import shutil, subprocess, sys
+import os, shutil, subprocess, sys
 from pathlib import Path
 import yaml
 ws, data = sys.argv[1], sys.argv[2]
@@ -29,7 +30,11 @@ for rel in files.split():
         (Path(ws) / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(rel, Path(ws) / rel)
 params = yaml.safe_load(open(f"{ws}/profiles/real.yaml"))
-params["paths"]["inputs"] = {kind: data for kind in params["paths"]["inputs"]}
+# relative to the workspace when the data folder was given relative (as the default is), so
+# dvc.lock names the inputs the way the user did; absolute when it was given absolute
+given = os.environ.get("FINPIPE_DATA", "../shared/data")
+where = data if os.path.isabs(given) else os.path.relpath(data, ws)
+params["paths"]["inputs"] = {kind: where for kind in params["paths"]["inputs"]}
 open(f"{ws}/params.yaml", "w").write(yaml.safe_dump(params, sort_keys=False))
 PY
 cd "$WS"

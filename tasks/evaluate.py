@@ -251,7 +251,8 @@ def summarise(runs: list[Run], cfg: Evaluate) -> dict[str, Any]:
 
 
 def flat(summaries: list[dict[str, Any]]) -> dict[str, float]:
-    """`task/variant/metric` keys (mean over seeds), `_std`, per seed, and `task/delta/metric`."""
+    """`task/variant/metric` keys (mean over seeds), `_std`, per seed, `task/delta/metric`, and
+    `task/delta`: adapted - base on the task's headline metric."""
     out: dict[str, float] = {}
     for s in summaries:
         task = s["task"]
@@ -263,11 +264,31 @@ def flat(summaries: list[dict[str, Any]]) -> dict[str, float]:
         for run, m in s["per_run"].items():
             for k, val in _scalars(m).items():
                 out[f"{task}/{run}/{k}"] = val
+        if s["headline"] in s["comparison"]:  # short and unique: `dvc exp show --keep '/delta$'`
+            out[f"{task}/delta"] = s["comparison"][s["headline"]]["difference"]
         for metric, c in s["comparison"].items():
             out[f"{task}/delta/{metric}"] = c["difference"]
             out[f"{task}/delta/{metric}_ci_low"] = c["ci_low"]
             out[f"{task}/delta/{metric}_ci_high"] = c["ci_high"]
     return out
+
+
+def task_summary(s: dict[str, Any]) -> dict[str, Any]:
+    """One row per task for `dvc metrics show reports/evaluate/summary`: the headline metric of
+    each variant and adapted - base with its interval. Every task's file has the same keys, so
+    DVC prints the tasks as rows of eight columns instead of every metric as a column."""
+    metric = s["headline"]
+    comparison = s["comparison"].get(metric, {})
+    return {
+        "metric": metric,
+        "adapted": s["variants"].get("adapted", {}).get("mean", {}).get(metric),
+        "base": s["variants"].get("base", {}).get("mean", {}).get(metric),
+        "delta": comparison.get("difference"),
+        "ci_low": comparison.get("ci_low"),
+        "ci_high": comparison.get("ci_high"),
+        "test_items": s["test_items"],
+        "seeds": min(len(v["seeds"]) for v in s["variants"].values()),
+    }
 
 
 def run(
@@ -279,7 +300,8 @@ def run(
     curves: Path | None = None,
 ) -> dict[str, Any]:
     """declared: the runs to evaluate (`declared_runs(params.finetune)`); reports: folder for
-    metrics.json, details.json and plot data; report: the Markdown report (the HTML version
+    metrics.json (every metric), summary/<task>.json (the headline), details.json and plot
+    data; report: the Markdown report (the HTML version
     goes beside it)."""
     runs = load_runs(predictions, declared)
     summaries = [summarise(group, cfg) for _, group in sorted(runs.items())]
@@ -295,6 +317,8 @@ def run(
     with atomic_dir(reports) as tmp:
         write_json(tmp / "metrics.json", flat(summaries))
         write_json(tmp / "details.json", summaries)
+        for summary in summaries:
+            write_json(tmp / "summary" / f"{summary['task']}.json", task_summary(summary))
         images = write_plots(tmp / "plots", summaries, runs, curves)
     write_text(report, render_markdown(summaries, cfg))
     write_text(report.with_suffix(".html"), render_html(summaries, cfg, images))

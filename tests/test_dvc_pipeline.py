@@ -25,6 +25,24 @@ def _sh(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def _table(cmd: list[str], cwd: Path, columns: int) -> str:
+    """What a command prints to a terminal `columns` wide (stdout only)."""
+    env = {**os.environ, "COLUMNS": str(columns), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def readme_exp_view() -> list[str]:
+    """The arguments of the README's readable `dvc exp show` view, as documented."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- readable-views -->", 1)[1].split("```", 2)[1]
+    line = next(x for x in block.splitlines() if "dvc exp show" in x)
+    return shlex.split(line.split("dvc exp show", 1)[1], comments=True)
+
+
 def copy_repo(dst: Path) -> Path:
     """The committed and untracked-but-not-ignored files of the repo, as a new git repo."""
     repo = Path(__file__).resolve().parents[1]
@@ -109,9 +127,19 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     assert lows["conf90"] < lows["conf80"]  # a narrower interval: the experiments differ as they should
     diff = _sh(["dvc", "metrics", "diff", "conf90", "conf80", "--json"], workspace)
     assert "headlines/delta/macro_f1_ci_low" in diff and "failed to load" not in diff
-    _sh(["git", "checkout", "params.yaml"], workspace)  # back to the baseline: only evaluate reruns
+    # every output is cached, so back at the baseline DVC restores it from the run-cache: nothing reruns
+    _sh(["git", "checkout", "params.yaml"], workspace)
     out = _sh(["dvc", "repro"], workspace)
-    assert {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")} <= {"evaluate"}
+    assert "Running stage" not in out, out
+    assert json.loads(_status(workspace)) == {}
+
+    # the documented readable views fit 120 columns: the headline per task, and the experiments
+    headline = _table(["dvc", "metrics", "show", "reports/evaluate/summary"], workspace, 120)
+    lines = headline.splitlines()
+    assert len(lines) == 3 and max(map(len, lines)) <= 120, headline  # header, headlines, news
+    assert "macro_f1" in headline and "micro_f1" in headline and "delta" in lines[0]
+    table = _table(["dvc", "exp", "show", *readme_exp_view()], workspace, 120)
+    assert max(map(len, table.splitlines())) <= 120 and "conf90" in table and "headlines/delta" in table, table
 
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["ingest"]["ner"]["seed"] = 99

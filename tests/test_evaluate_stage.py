@@ -72,6 +72,21 @@ def test_flat_metrics_bootstrap_and_report(tmp_path, predictions):
     assert 0 < metrics["fpb/delta/accuracy_ci_low"] <= 0.6 <= metrics["fpb/delta/accuracy_ci_high"]
     assert metrics["sec/adapted/micro_f1"] == pytest.approx(2 / 3, abs=1e-5)  # 1 of 1 predicted, 1 of 2 gold
     assert "sec/delta/micro_f1" not in metrics  # no base variant to compare with
+    assert metrics["fpb/delta"] == metrics["fpb/delta/macro_f1"] and "sec/delta" not in metrics  # the headline
+    # the headline per task: one file each, the same keys in each, so `dvc metrics show` prints rows
+    fpb = json.loads((tmp_path / "out" / "summary" / "fpb.json").read_text())
+    sec = json.loads((tmp_path / "out" / "summary" / "sec.json").read_text())
+    assert fpb == {
+        "metric": "macro_f1",
+        "adapted": 1.0,
+        "base": pytest.approx((2 * 16 / 56) / 3, abs=1e-5),
+        "delta": metrics["fpb/delta/macro_f1"],
+        "ci_low": metrics["fpb/delta/macro_f1_ci_low"],
+        "ci_high": metrics["fpb/delta/macro_f1_ci_high"],
+        "test_items": 40,
+        "seeds": 2,
+    }
+    assert list(sec) == list(fpb) and sec["metric"] == "micro_f1" and sec["base"] is None and sec["delta"] is None
     assert all("/" in k for k in metrics) and all(isinstance(v, (int, float)) for v in metrics.values())
 
     report = (tmp_path / "report.md").read_text().splitlines()

@@ -5,7 +5,9 @@ flow with the stage's message and is not retried, a transient failure is retried
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,10 @@ def test_deterministic_failure_fails_fast_with_the_stage_message(ws):
     failed = [r for r in runs if r.state.is_failed()]
     assert [r.name for r in failed] == ["ingest@corpus"] and failed[0].run_count == 1  # no retry
     assert (ws / "params.yaml").read_text() == params_before  # overrides are undone
+    # and so are the outputs DVC removed before running the failed stage: the workspace is as before
+    dvc = str(Path(os.sys.executable).parent / "dvc")
+    status = subprocess.run([dvc, "status", "--json"], cwd=ws, capture_output=True, text=True).stdout
+    assert json.loads(status or "{}") == {}
 
 
 def test_transient_failure_is_retried(ws, monkeypatch):
@@ -148,13 +154,23 @@ def test_transient_failure_is_retried(ws, monkeypatch):
     assert runs["ingest@ner"].run_count == 2 and calls["n"] == 1
 
 
-def test_overrides_are_recorded_as_a_dvc_experiment(ws):
+def test_overrides_leave_a_consistent_workspace_recorded_as_a_dvc_experiment(ws):
+    import json
     import subprocess
 
     from prefect.client.orchestration import get_client
 
     from flows.pipeline import pipeline
 
+    dvc = str(Path(os.sys.executable).parent / "dvc")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([dvc, *args], cwd=ws, capture_output=True, text=True)
+
+    assert json.loads(run("status", "--json").stdout or "{}") == {}  # the earlier tests left it clean
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", "-A"], cwd=ws, check=True)
+    subprocess.run([*git, "commit", "-qm", "baseline"], cwd=ws, check=True)  # dvc.lock of the first run
     state = pipeline(project_dir=str(ws), overrides={"ingest.ner.seed": 7}, return_state=True)
     assert state.is_completed(), state.message
     assert state.result()["ingest@ner"] == "ran" and state.result()["validate@ner"] == "ran"
@@ -164,9 +180,38 @@ def test_overrides_are_recorded_as_a_dvc_experiment(ws):
             return (await client.read_flow_run(state.state_details.flow_run_id)).name
 
     run_name = asyncio.run(name())
-    dvc = str(Path(os.sys.executable).parent / "dvc")
-    listed = subprocess.run([dvc, "exp", "list", "--name-only"], cwd=ws, capture_output=True, text=True).stdout.split()
-    assert run_name in listed
-    shown = subprocess.run([dvc, "params", "diff", "HEAD", run_name, "--json"], cwd=ws, capture_output=True, text=True).stdout
+    # params.yaml, dvc.lock and the outputs agree: nothing stale, and a plain repro reruns nothing
+    assert yaml.safe_load((ws / "params.yaml").read_text())["ingest"]["ner"]["seed"] == 7
+    assert json.loads(run("status", "--json").stdout or "{}") == {}
+    lock_before = (ws / "dvc.lock").read_text()
+    repro = run("repro")
+    assert repro.returncode == 0, repro.stderr
+    assert "Running stage" not in repro.stdout and (ws / "dvc.lock").read_text() == lock_before
+
+    # the experiment: listed, its params differ from HEAD, and the flow run links to it
+    assert run_name in run("exp", "list", "--name-only").stdout.split()
+    shown = run("params", "diff", "HEAD", run_name, "--json").stdout
     assert '"ingest.ner.seed"' in shown and '"new": 7' in shown
-    assert "seed: 13" in (ws / "params.yaml").read_text()  # the workspace is back on the committed params
+    linked = [a for a in asyncio.run(_artifact("dvc-experiment")) if a.flow_run_id == state.state_details.flow_run_id]
+    assert linked and f"`{run_name}`" in linked[0].data
+
+    # the documented way back to the committed state is consistent too
+    subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=ws, check=True)
+    assert run("checkout").returncode == 0
+    assert json.loads(run("status", "--json").stdout or "{}") == {}
+    # and the experiment can be brought back with dvc exp apply
+    assert run("exp", "apply", run_name).returncode == 0
+    assert json.loads(run("status", "--json").stdout or "{}") == {}
+    subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=ws, check=True)
+    run("checkout")
+
+
+def test_overrides_that_run_nothing_leave_params_untouched(ws):
+    from flows.pipeline import pipeline
+
+    before = (ws / "params.yaml").read_bytes()
+    # a value equal to the committed one: every stage is fresh, nothing ran under the override
+    state = pipeline(project_dir=str(ws), overrides={"ingest.ner.seed": 13}, stages=["validate@ner"], return_state=True)
+    assert state.is_completed(), state.message
+    assert set(state.result().values()) == {"skipped"}
+    assert (ws / "params.yaml").read_bytes() == before

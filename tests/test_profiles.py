@@ -28,7 +28,10 @@ def _has(data: dict, dotted: str) -> bool:
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "profiles/real.yaml"])
 def test_params_file_has_every_tracked_key(tmp_path, params_file):
-    load_params(REPO / params_file)  # every key known, every value valid
+    # every key known, every value valid; the real profile's input folders exist only where
+    # the real data sets do (../shared/data), so its paths are checked only there
+    real_data = (REPO.parent / "shared" / "data").is_dir()
+    load_params(REPO / params_file, check_paths=params_file == "params.yaml" or real_data)
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / params_file, tmp_path / "params.yaml")
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
