@@ -85,13 +85,13 @@ from transformers import Trainer as HFTrainer
 from transformers.utils import logging as transformers_logging
 
 from finpipe.config import CorpusSource, Pretrain, PretrainData, PretrainTrain
-from finpipe.corpus import CorpusStats, sentence_batches
 from finpipe.pretrain.base import resolve, train_wordpiece
 from finpipe.pretrain.collator import IGNORE, PretrainCollator
 from finpipe.pretrain.data import cached_examples
 from finpipe.pretrain.dropout import use_bulk_mask_dropout
 from finpipe.pretrain.model import MaskedOnlyBertForPreTraining
 from finpipe.readers.corpus import read_corpus
+from finpipe.sentence_rows import CorpusStats, sentence_batches
 from finpipe.training import Trainer, training_arguments, use_bf16
 
 REPO = Path(__file__).resolve().parents[1]

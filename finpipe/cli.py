@@ -108,7 +108,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tasks import predict
+    from finpipe import predict
 
     counts = predict.run(
         args.kind,
@@ -125,12 +125,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from finpipe.config import load_params
+    from finpipe.evaluate_model import evaluate_file
+    from finpipe.evaluation import declared_runs
     from tasks import evaluate
 
     if args.model:  # score one fine-tuned model on any labelled file
         if not args.test or not args.output:
             raise UserError("evaluate --model needs --test FILE and --output metrics.json")
-        metrics = evaluate.evaluate_file(
+        metrics = evaluate_file(
             Path(args.model),
             Path(args.test),
             fmt=args.format,
@@ -148,7 +150,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("evaluate needs --report FILE.md (the HTML report is written beside it)")
     evaluate.run(
         params.evaluate,
-        evaluate.declared_runs(params.finetune),
+        declared_runs(params.finetune),
         Path(args.predictions),
         Path(args.reports),
         Path(args.report),
@@ -222,8 +224,8 @@ CHECK_FLAGS = (
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from finpipe.report import data_fix, markdown, passing_fraction
-    from tasks.check import check
+    from finpipe.check import check
+    from finpipe.validation_report import data_fix, markdown, passing_fraction
 
     flags = {k: getattr(args, k) for k in CHECK_FLAGS}
     flags["labels"] = args.labels.split(",") if args.labels else None

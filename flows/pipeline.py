@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from finpipe.atomic import atomic_path
-from tasks.dvc_stage import _env, dvc_bin, run_stage
+from flows.dvc_stage import _env, dvc_bin, run_stage
 
 
 class PlannedStage(NamedTuple):

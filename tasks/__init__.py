@@ -1,4 +1,3 @@
-"""The pipeline's stages, one module each: `run(params, inputs..., outputs...) -> metrics`.
-
-No Prefect and no DVC in here: DVC calls them through the `finpipe` CLI, Prefect through DVC.
-"""
+"""The DVC stages, one module each and nothing else: `run(params, inputs..., outputs...) ->
+metrics`. DVC calls them through the `finpipe` CLI (dvc.yaml), Prefect through DVC; the code
+they share lives in `finpipe`."""

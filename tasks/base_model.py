@@ -20,9 +20,10 @@ from transformers import AutoTokenizer, BertModel, set_seed
 from finpipe.atomic import atomic_dir
 from finpipe.config import Pretrain
 from finpipe.errors import UserError
+from finpipe.fingerprint import fingerprint
 from finpipe.loading import load_with_heads
 from finpipe.pretrain.base import load_base, resolve
-from finpipe.pretrain.data import fingerprint, read_documents
+from finpipe.pretrain.data import read_documents
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,12 @@ from transformers import AutoConfig, set_seed
 from finpipe.atomic import atomic_dir, write_json
 from finpipe.config import Pretrain
 from finpipe.errors import UserError
+from finpipe.fingerprint import fingerprint
 from finpipe.pretrain.base import extend_vocab, load_base, resolve
 from finpipe.pretrain.collator import PretrainCollator
-from finpipe.pretrain.data import cached_examples, fingerprint, read_documents, tokenizer_fingerprint
+from finpipe.pretrain.data import cached_examples, read_documents, tokenizer_fingerprint
 from finpipe.pretrain.dropout import use_bulk_mask_dropout
-from finpipe.pretrain.evaluate import evaluate
+from finpipe.pretrain.heldout import heldout_metrics
 from finpipe.run_summary import WALL_CLOCK, LogAtCheckpoints, checkpoint_progress, mean_training_loss
 from finpipe.training import Trainer, dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
 
@@ -130,7 +131,7 @@ def run(
         # base model's perplexity meaningless. On resume the warm-up is redone (seeded, same
         # result) for this evaluation; the checkpoint then restores the trained weights.
         _warm_up_heads(model, cfg, train_ds, collator, run_dir, bf16, labels)
-    before = evaluate(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
+    before = heldout_metrics(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
     log.info("base model on held-out documents%s: %s", " (heads warmed up, encoder as loaded)" if warm_up else "", before)
     if resume:
         log.info("resuming from %s (step %s)", resume, resume.rsplit("-", 1)[-1])
@@ -145,7 +146,7 @@ def run(
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
-    after = evaluate(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
+    after = heldout_metrics(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
     log.info("adapted model on held-out documents: %s", after)
 
     state = trainer.state

@@ -19,35 +19,10 @@ import pyarrow.parquet as pq
 from finpipe.atomic import atomic_dir
 from finpipe.config import Validate
 from finpipe.errors import UserError, ValidationFailed
-from finpipe.report import data_fix, metrics, passing_fraction, summarise, write_quarantine, write_report
-from finpipe.schemas import Outcome, apply, corpus_schema, ner_schema, sentiment_schema
-from finpipe.text import text_key
+from finpipe.validation import NOUNS, validate_corpus, validate_ner, validate_sentiment
+from finpipe.validation_report import data_fix, metrics, passing_fraction, summarise, write_quarantine, write_report
 
 log = logging.getLogger(__name__)
-
-
-def validate_sentiment(df: pd.DataFrame, meta: dict[str, Any], cfg: Validate) -> Outcome:
-    df = df.assign(_text_key=[text_key(t) for t in df["text"]], score=df["score"].astype(float))
-    schema = sentiment_schema(
-        meta["labels"], tuple(meta["score_range"]), cfg.sentiment.min_chars, cfg.sentiment.max_chars, meta["has_score"]
-    )
-    return apply(schema, df)
-
-
-def validate_ner(df: pd.DataFrame, meta: dict[str, Any], cfg: Validate) -> Outcome:
-    df = df.assign(
-        tokens=[list(t) for t in df["tokens"]],
-        tags=[list(t) for t in df["tags"]],
-        _text_key=[" ".join(t) for t in df["tokens"]],
-    )
-    return apply(ner_schema(meta["tags"], cfg.ner.max_tokens), df)
-
-
-def validate_corpus(df: pd.DataFrame, cfg: Validate) -> Outcome:
-    return apply(corpus_schema(cfg.corpus.min_chars, cfg.corpus.max_chars), df)
-
-
-NOUNS = {"corpus": "sentences", "sentiment": "texts", "ner": "sentences"}
 
 
 def _enforce(kind: str, summaries: list[dict[str, Any]], quarantine_dir: Path) -> None:

@@ -8,11 +8,11 @@ from typing import Any
 import pyarrow as pa
 
 from finpipe.config import CorpusIngest, NerDataset, SentimentDataset, Validate, parse
-from finpipe.corpus import CorpusStats, sentence_batches
+from finpipe.labelled import ingest_ner_dataset, ingest_sentiment_dataset
 from finpipe.readers.corpus import read_corpus
 from finpipe.schemas import Outcome
-from tasks.ingest import ingest_ner_dataset, ingest_sentiment_dataset
-from tasks.validate import validate_corpus, validate_ner, validate_sentiment
+from finpipe.sentence_rows import CorpusStats, sentence_batches
+from finpipe.validation import validate_corpus, validate_ner, validate_sentiment
 
 
 def sentiment(path: Path, validate: dict[str, Any] | None = None, **spec: Any) -> tuple[Any, Outcome]:

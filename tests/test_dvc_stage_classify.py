@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.dvc_stage import StageFailed, TransientStageError, classify
+from flows.dvc_stage import StageFailed, TransientStageError, classify
 
 RAN = "Running stage 'pretrain':\n> finpipe pretrain --params params.yaml"
 

@@ -10,6 +10,7 @@ import pytest
 
 from finpipe.config import Evaluate, parse
 from finpipe.errors import UserError
+from finpipe.evaluation import declared_runs
 from tasks import evaluate
 
 LABELS = ["negative", "neutral", "positive"]
@@ -125,7 +126,7 @@ def test_declared_runs_follow_the_params_matrix():
             "ner": {"tasks": {"sec": {"dataset": "sec"}}},
         },
     )
-    assert set(evaluate.declared_runs(cfg)) == set(DECLARED) | {"ner/sec/adapted-s2", "ner/sec/base-s1", "ner/sec/base-s2"}
+    assert set(declared_runs(cfg)) == set(DECLARED) | {"ner/sec/adapted-s2", "ner/sec/base-s1", "ner/sec/base-s2"}
 
 
 def test_a_seed_removed_from_params_leaves_the_report(tmp_path, predictions):

@@ -16,11 +16,13 @@ import torch
 import yaml
 from helpers import oracle_tag, tiny_finetune, token_oracle
 
+from finpipe import predict
 from finpipe.config import Finetune, parse
 from finpipe.errors import UserError
-from finpipe.finetune.layers import GradualUnfreezing, layer_of
+from finpipe.evaluate_model import evaluate_file
+from finpipe.finetune.discriminative import GradualUnfreezing, layer_of
 from finpipe.finetune.load import load
-from tasks import evaluate, finetune_ner, finetune_sentiment, predict
+from tasks import finetune_ner, finetune_sentiment
 
 pytestmark = pytest.mark.slow
 
@@ -376,12 +378,12 @@ def test_evaluate_external_files(tmp_path, sentiment_model, ner_model):
             for i, t in enumerate(["Profit falls sharply", "Sales slip", "Board meets", "Orders rise", "Record profit", ""])
         )
     )
-    m = evaluate.evaluate_file(sentiment_model / "model", csv, label_column="label", score_column="score")
+    m = evaluate_file(sentiment_model / "model", csv, label_column="label", score_column="score")
     assert m["rows"] == 6 and m["scored"] == 5 and m["skipped"] == 1
     assert {"accuracy", "macro_f1", "mae_steps", "spearman", "cosine", "pearson", "mse", "confusion_matrix"} <= set(m)
     conll = tmp_path / "t.conll"
     conll.write_text("Chen B-PER\nWei I-PER\nvisited O\nMumbai B-LOC\n. O\n\nKestrel B-ORG\nLogistics I-ORG\ngrew O\n\n")
-    m = evaluate.evaluate_file(ner_model / "model", conll, fmt="conll")
+    m = evaluate_file(ner_model / "model", conll, fmt="conll")
     assert m["kind"] == "ner" and m["scored"] == 2 and {"micro_f1", "macro_f1", "per_type"} <= set(m)
     proc = _finpipe(
         "evaluate",

@@ -12,7 +12,7 @@ from helpers import hand_cross_entropy
 from transformers import AutoTokenizer, BertConfig
 
 from finpipe.finetune import ner
-from finpipe.finetune.layers import GradualUnfreezing, layer_of, param_groups
+from finpipe.finetune.discriminative import GradualUnfreezing, layer_of, param_groups
 from finpipe.finetune.sentiment import (
     SentimentModel,
     class_probabilities,
@@ -27,7 +27,7 @@ from finpipe.finetune.sentiment import (
 def test_windows_cover_every_token_within_size(n, body, stride):
     rng = np.random.default_rng(n)
     word_ids = np.repeat(np.arange(n), rng.integers(1, 3, n)).tolist()[:n]
-    spans = ner.window_starts(word_ids, body, stride)
+    spans = ner.window_spans(word_ids, body, stride)
     assert spans[0][0] == 0 and spans[-1][1] == len(word_ids)
     for (s0, e0), (s1, _e1) in zip(spans, spans[1:]):
         # forward and contiguous; the overlap is the stride, plus the start of a word cut by it
@@ -37,7 +37,7 @@ def test_windows_cover_every_token_within_size(n, body, stride):
 
 def test_windows_start_at_word_boundaries_when_they_can():
     word_ids = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
-    spans = ner.window_starts(word_ids, body=6, stride=2)
+    spans = ner.window_spans(word_ids, body=6, stride=2)
     for s, _ in spans[1:]:
         assert word_ids[s - 1] != word_ids[s]
 

@@ -126,7 +126,7 @@ def test_deterministic_failure_fails_fast_with_the_stage_message(ws):
 def test_transient_failure_is_retried(ws, monkeypatch):
     import subprocess
 
-    import tasks.dvc_stage as dvc_stage
+    import flows.dvc_stage as dvc_stage
     from flows.pipeline import pipeline
 
     real_popen = subprocess.Popen

@@ -205,7 +205,6 @@ def test_our_models_declare_mean_losses():
     assert SentimentModel.accepts_loss_kwargs is False
 
 
-
 def test_processes_and_accumulation_see_the_batches_of_one_process(monkeypatch, tmp_path):
     """The length-grouped order is built for the global batch: 8 per process on 2 processes
     (accelerate hands consecutive batches to consecutive ranks) and 8 x 2 accumulated read the

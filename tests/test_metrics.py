@@ -135,7 +135,7 @@ def test_ner_macro_f1_in_resamples_is_seqevals():
     the macro average, as seqeval drops it: never counted as F1 = 0."""
     from seqeval.metrics import classification_report
 
-    from tasks.evaluate import Run, bootstrap_arrays, statistic
+    from finpipe.evaluation import Run, bootstrap_arrays, statistic
 
     rows = [
         {"id": "1", "gold": ["B-ORG", "I-ORG", "O"], "tags": ["B-ORG", "I-ORG", "O"]},

@@ -121,9 +121,7 @@ def no_dropout_base(tmp_path_factory, clean_corpus) -> Path:
 
     tokenizer = train_wordpiece(pd.read_parquet(clean_corpus)["text"], vocab_size=800, lowercase=True)
     torch.manual_seed(0)
-    config = tiny_bert_config(
-        tokenizer, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
-    )
+    config = tiny_bert_config(tokenizer, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     out = tmp_path_factory.mktemp("base")
     BertForPreTraining(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -6,7 +6,7 @@ from test_check_split import leaky_conll
 
 from finpipe.config import NerIngest, SentimentIngest, Validate, parse
 from finpipe.errors import ValidationFailed
-from finpipe.report import passing_fraction
+from finpipe.validation_report import passing_fraction
 from tasks import ingest, validate
 
 
@@ -93,7 +93,7 @@ def test_the_suggested_fraction_passes_and_is_the_smallest_with_3_decimals():
     for total in range(1, 301):
         for bad in range(total + 1):
             need = passing_fraction({"rows_in": total, "rows_quarantined": bad})
-            assert bad / total <= need  # the pass test of finpipe.report.summarise
+            assert bad / total <= need  # the pass test of finpipe.validation_report.summarise
             assert Fraction(need).limit_denominator(1000) - Fraction(bad, total) < Fraction(1, 1000)
 
 

@@ -19,7 +19,7 @@ from transformers import AutoConfig, EarlyStoppingCallback
 
 from finpipe.config import FinetuneTrain
 from finpipe.errors import UserError
-from finpipe.finetune.layers import GradualUnfreezing, param_groups
+from finpipe.finetune.discriminative import GradualUnfreezing, param_groups
 from finpipe.training import Trainer, dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def fit(
 
 def checkpoint_dir(checkpoints: Path, model_dir: Path, data_file: Path, *config: Any) -> Path:
     """Checkpoints belong to one (starting weights, data, configuration): any change starts afresh."""
-    from finpipe.pretrain.data import fingerprint
+    from finpipe.fingerprint import fingerprint
 
     return checkpoints / fingerprint(*sorted(model_dir.glob("*.safetensors")), fingerprint(data_file), *config)
 

@@ -34,7 +34,7 @@ class Encoded:
     windowed_sentences: int = 0  # sentences longer than one window
 
 
-def window_starts(word_ids: Sequence[int], body: int, stride: int) -> list[tuple[int, int]]:
+def window_spans(word_ids: Sequence[int], body: int, stride: int) -> list[tuple[int, int]]:
     """[start, end) token ranges of at most `body` tokens covering all of `word_ids`;
     consecutive windows share about `stride` tokens, and a window starts at the first
     sub-token of a word whenever that still moves forward."""
@@ -85,7 +85,7 @@ def encode(
         ids = pieces["input_ids"][si]
         wids = pieces.word_ids(si)
         first = [t == 0 or wids[t - 1] != wids[t] for t in range(len(ids))]
-        spans = window_starts(wids, body, stride)
+        spans = window_spans(wids, body, stride)
         out.windowed_sentences += len(spans) > 1
         owner: list[tuple[int, int] | None] = [None] * len(words)
         best: list[int] = [-1] * len(words)

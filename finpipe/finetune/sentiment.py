@@ -143,9 +143,7 @@ class SentimentModel(BertPreTrainedModel):
             # over thresholds would make it (K - 1)x smaller than cross-entropy, and the score
             # term (x score_loss_weight) that much heavier than the param says
             levels = torch.arange(logits.shape[-1], device=labels.device)
-            per_threshold = F.binary_cross_entropy_with_logits(
-                logits, (labels.unsqueeze(-1) > levels).float(), reduction="none"
-            )
+            per_threshold = F.binary_cross_entropy_with_logits(logits, (labels.unsqueeze(-1) > levels).float(), reduction="none")
             return per_threshold.sum(-1).mean()
         # from the spec on every call: a non-persistent buffer is left uninitialised when
         # from_pretrained builds the model on the meta device (transformers 5)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -16,6 +14,7 @@ import pyarrow.parquet as pq
 import torch
 
 from finpipe.config import PretrainData
+from finpipe.fingerprint import fingerprint
 from finpipe.pretrain.collator import PretrainCollator
 from finpipe.pretrain.nsp import Specials, build_examples
 
@@ -45,18 +44,6 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer: Any) -> list[li
         out.append(ids[k : k + len(d)])
         k += len(d)
     return out
-
-
-def fingerprint(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, Path):
-            with open(p, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

@@ -55,8 +55,7 @@ def _verdict(c: dict[str, Any], weak: list[str] | None = None) -> str:
         verdict = "the interval excludes zero: adapted is " + ("better" if c["difference"] > 0 else "worse")
     if weak and c["excludes_zero"]:
         return (
-            f"{verdict}, but the evidence is weak: {'; '.join(weak)}. "
-            f"Add seeds (finetune.seeds) and test items before concluding"
+            f"{verdict}, but the evidence is weak: {'; '.join(weak)}. Add seeds (finetune.seeds) and test items before concluding"
         )
     if weak:
         return f"{verdict} ({'; '.join(weak)})"

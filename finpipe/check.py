@@ -17,13 +17,13 @@ import pandas as pd
 import pyarrow as pa
 
 from finpipe.config import CorpusIngest, NerIngest, Params, SentimentIngest, Validate, load_params, parse, project_root
-from finpipe.corpus import CorpusStats, sentence_batches
 from finpipe.errors import UserError
+from finpipe.labelled import ingest_ner_dataset, ingest_sentiment_dataset
 from finpipe.readers.corpus import read_corpus
-from finpipe.report import summarise
 from finpipe.schemas import Outcome
-from tasks.ingest import ingest_ner_dataset, ingest_sentiment_dataset
-from tasks.validate import validate_corpus, validate_ner, validate_sentiment
+from finpipe.sentence_rows import CorpusStats, sentence_batches
+from finpipe.validation import validate_corpus, validate_ner, validate_sentiment
+from finpipe.validation_report import summarise
 
 DEFAULT_LABELS = ["negative", "neutral", "positive"]
 FLAG_NAME = "check"  # the dataset name (and id prefix) of a file checked from flags

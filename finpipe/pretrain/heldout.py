@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 
 @torch.no_grad()
-def evaluate(model: Any, dataset: Any, collator: Any, batch_size: int, bf16: bool) -> dict[str, float]:
+def heldout_metrics(model: Any, dataset: Any, collator: Any, batch_size: int, bf16: bool) -> dict[str, float]:
     """Score pre-masked examples; sums over masked tokens, so batch size does not matter."""
     was_training = model.training
     model.eval()
