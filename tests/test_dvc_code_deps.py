@@ -66,3 +66,21 @@ def test_stage_depends_on_all_the_code_it_runs(stage):
     used = {str(p.relative_to(REPO)) for p in project_imports(REPO / modules[0])} - NOT_OUTPUT_RELEVANT
     missing = sorted(rel for rel in used if not _covered(rel, deps))
     assert not missing, f"dvc.yaml stage {stage} runs code it does not depend on: {missing}"
+
+
+def test_every_model_is_a_dvc_artifact_made_by_a_stage():
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        artifacts = repo.artifacts.read()["dvc.yaml"]
+        outs = {str(Path(o.fs_path).relative_to(REPO)) for stage in repo.index.stages for o in stage.outs}
+    paths = {name: a.path for name, a in artifacts.items()}
+    assert paths == {
+        "adapted-encoder": "models/adapted",
+        "base-encoder": "models/base",
+        "sentiment-models": "models/sentiment",
+        "ner-models": "models/ner",
+    }
+    for name, path in paths.items():  # a stage output, or the folder that holds the fine-tuned ones
+        assert any(o == path or o.startswith(path + "/") for o in outs), f"artifact {name}: {path} is no stage output"
+    assert all(a.type == "model" and a.desc for a in artifacts.values())
