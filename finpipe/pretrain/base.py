@@ -68,6 +68,19 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> B
     )
 
 
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The base's tokenizer without the fixed padding/truncation some exports carry (e.g.
+    sentence-transformers' `Fixed: 128`). The first call with explicit arguments would clear
+    them anyway; clearing them here makes the saved tokenizer.json the same whether or not
+    that call happened (it does not when the built examples come from the cache)."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    return tokenizer
+
+
 def load_base(
     cfg: PretrainModel, texts: Iterable[str], tokenizer_cache: Path | None = None
 ) -> tuple[MaskedOnlyBertForPreTraining, PreTrainedTokenizerBase, list[str]]:
@@ -106,7 +119,7 @@ def load_base(
         return model, tokenizer, ["*"]
     path = resolve(cfg.base)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         model, info = load_with_heads(
             MaskedOnlyBertForPreTraining, path, "pretraining model", attn_implementation=cfg.attn_implementation
         )
