@@ -206,34 +206,162 @@ def render_html(summaries: Sequence[dict[str, Any]], cfg: Evaluate, images: dict
 
 
 # --- plots ------------------------------------------------------------------------------------
+# PNGs for report.html (matplotlib) and the rows `dvc plots show` draws (dvc.yaml's `plots:`
+# under the evaluate stage: confusion rows per task and variant, per-class F1 bars).
 
 
 def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
+    buf = io.BytesIO()
+    # tight bbox on top of each figure's constrained layout: nothing drawn outside the axes
+    # (rotated tick labels, outside legends) is cut off at the edge of the PNG
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows))
+
+
+def _confusion_total(s: dict[str, Any], variant: str, k: int) -> list[list[int]]:
+    """The variant's confusion matrix summed over its seeds (rows: actual, columns: predicted)."""
+    total = [[0] * k for _ in range(k)]
+    for run_key, m in s["per_run"].items():
+        if run_key.startswith(f"{variant}-s"):
+            for i, row in enumerate(m["confusion_matrix"]):
+                for j, c in enumerate(row):
+                    total[i][j] += c
+    return total
+
+
+def _confusion_figure(task: str, labels: list[str], totals: dict[str, list[list[int]]]) -> Any:
+    """One heat map per variant, side by side, sharing the class axis. Class names such as
+    "strongly negative" are long: the x labels are rotated and anchored at their end, the
+    y labels appear once (left panel), and constrained layout sizes the axes around them."""
+    import matplotlib.pyplot as plt
+
+    n = len(totals)
+    side = max(3.2, 0.55 * len(labels) + 1.2)  # cells stay readable with more classes
+    fig, axes = plt.subplots(1, n, figsize=(side * n + 1.6, side + 1.4), squeeze=False, sharey=True, layout="constrained")
+    # one colour scale for all variants, so equal shades mean equal counts across panels
+    top = max(max(max(row) for row in total) for total in totals.values()) or 1
+    image = None
+    for ax, (variant, total) in zip(axes[0], totals.items(), strict=True):
+        image = ax.imshow(total, cmap="Blues", vmin=0, vmax=top)
+        for i, row in enumerate(total):
+            for j, c in enumerate(row):
+                ax.text(j, i, str(c), ha="center", va="center", fontsize=8, color="white" if c > top / 2 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_title(f"{task}: {variant} (all seeds)", fontsize=10)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.6, label="test items")
+    axes[0][0].set_ylabel("actual")
+    return fig
+
+
+def _per_class_rows(s: dict[str, Any], labels: list[str] | None) -> tuple[list[str], list[str]]:
+    """(metric keys, display names) of the per-class / per-type F1s. Sentiment keys are
+    f1_<label with _ for spaces>: shown under the label's own name and in the label order
+    (weakest to strongest for ordered classes), not sorted by key."""
+    keys = sorted({k for v in s["variants"] for k in s["variants"][v]["mean"] if k.startswith("f1_")})
+    by_key = {f"f1_{x.replace(' ', '_')}": x for x in labels or []}
+    if keys and all(k in by_key for k in keys):
+        ordered = [k for k in by_key if k in keys]
+        return ordered, [by_key[k] for k in ordered]
+    return keys, [k.removeprefix("f1_") for k in keys]
+
+
+def _per_class_figure(s: dict[str, Any], names: list[str], values: dict[str, list[float]]) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(names) + 1.6), layout="constrained")
+    height = 0.8 / len(values)
+    for n, (variant, vals) in enumerate(values.items()):
+        ax.barh([i + n * height for i in range(len(names))], vals, height=height, label=variant)
+    ax.set_yticks([i + height * (len(values) - 1) / 2 for i in range(len(names))], names)
+    ax.invert_yaxis()  # first class on top, as in the confusion matrix
+    ax.set_xlabel("F1 on test (mean over seeds)")
+    ax.set_xlim(0, 1)
+    # outside the axes: inside, it covered the bars that reach F1 = 1
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    ax.set_title(f"{s['task']}: per-{'type' if s['kind'] == 'ner' else 'class'} F1")
+    return fig
+
+
 def _read_tsv(path: Path) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
-        parts = line.split("\t")
-        xs.append(float(parts[0]))
-        ys.append(float(parts[-1]))
-    return xs, ys
+    """A dvclive TSV (header `step<TAB>metric`) as (steps, values), one value per step, in step
+    order. A run resumed from a checkpoint appends to the TSV (dvclive resume) and logs again
+    the evaluations made after that checkpoint: the later value of a step wins."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    x, y = header.index("step"), header.index(path.stem) if path.stem in header else len(header) - 1
+    by_step: dict[float, float] = {}
+    for line in lines[1:]:
+        if line.strip():
+            parts = line.split("\t")
+            by_step[float(parts[x])] = float(parts[y])
+    steps = sorted(by_step)
+    return steps, [by_step[st] for st in steps]
+
+
+def _eval_cadence(live_dirs: Sequence[Path]) -> str | None:
+    """How often the runs evaluated on dev, from dvclive's own files (params.yaml: the
+    TrainingArguments, metrics.json: the last step), e.g. "dev evaluated every 23 of 46
+    optimizer steps": a curve of two points is then explained on the figure itself."""
+    import yaml
+
+    every: set[int] = set()
+    totals: set[int] = set()
+    for live in live_dirs:
+        try:
+            args = yaml.safe_load((live / "params.yaml").read_text(encoding="utf-8")) or {}
+            every.add(int(args["eval_steps"]))
+            totals.add(int(json.loads((live / "metrics.json").read_text(encoding="utf-8"))["step"]))
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            return None  # an older run without these files: no note rather than a wrong one
+    if len(every) != 1 or not totals:
+        return None
+    span = f"{min(totals)}" if len(totals) == 1 else f"{min(totals)}-{max(totals)}"
+    return f"dev evaluated every {every.pop()} of {span} optimizer steps (fine-tuning eval_steps)"
+
+
+def _curves_figure(s: dict[str, Any], found: list[Path]) -> Any:
+    import matplotlib.pyplot as plt
+
+    metric = NAMES.get(s["headline"], s["headline"])
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+    for path in found:
+        xs, ys = _read_tsv(path)
+        ax.plot(xs, ys, marker="o", markersize=4, label=path.parents[4].name)
+    cadence = _eval_cadence([p.parents[3] for p in found])
+    ax.set_xlabel("optimizer step" + (f"\n{cadence}" if cadence else ""))
+    ax.set_ylabel(f"dev {metric}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    ax.set_title(f"{s['task']}: dev {metric} during fine-tuning")
+    return fig
+
+
+def _curve_files(s: dict[str, Any], group: list[Any], curves: Path) -> list[Path]:
+    """The dev TSVs of the headline metric, for the declared runs only (not stale folders of
+    runs since removed from params): <curves>/<kind>/<task>/<run>/live/plots/metrics/eval/."""
+    declared = {f"{r.variant}-s{r.seed}" for r in group}
+    found = sorted((curves / s["kind"] / s["task"]).glob(f"*/live/plots/metrics/eval/{s['headline']}.tsv"))
+    return [p for p in found if p.parents[4].name in declared]
 
 
 def write_plots(
     plot_dir: Path, summaries: Sequence[dict[str, Any]], runs: dict[tuple[str, str], list[Any]], curves: Path | None
 ) -> dict[str, str]:
-    """DVC plot data (confusion rows, per-class F1) under plot_dir, and PNGs for the HTML."""
+    """DVC plot data under plot_dir (confusion/<task>-<variant>.json: one {actual, predicted}
+    row per test item and seed; per_class/<task>-<variant>.json: {class, f1}), and the PNGs of
+    report.html by key (<task>-confusion, <task>-per-class, <task>-curves)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     images: dict[str, str] = {}
     (plot_dir / "confusion").mkdir(parents=True, exist_ok=True)
@@ -241,58 +369,24 @@ def write_plots(
     for s in summaries:
         group = runs[(s["kind"], s["task"])]
         variants = list(s["variants"])
+        labels = group[0].meta.get("labels") if s["kind"] == "sentiment" else None
         if s["kind"] == "sentiment" and "classes" in s["outputs"]:
-            labels = group[0].meta["labels"]
-            fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4.2), squeeze=False)
-            for ax, v in zip(axes[0], variants, strict=True):
+            for v in variants:
                 rows = [{"actual": r["gold"], "predicted": r["label"]} for run in group if run.variant == v for r in run.rows]
-                (plot_dir / "confusion" / f"{s['task']}-{v}.json").write_text(json.dumps(rows))
-                total = [[0] * len(labels) for _ in labels]
-                for run_key, m in s["per_run"].items():
-                    if run_key.startswith(f"{v}-s"):
-                        for i, row in enumerate(m["confusion_matrix"]):
-                            for j, c in enumerate(row):
-                                total[i][j] += c
-                ax.imshow(total, cmap="Blues")
-                for i, row in enumerate(total):
-                    for j, c in enumerate(row):
-                        ax.text(j, i, str(c), ha="center", va="center", fontsize=8)
-                ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-                ax.set_yticks(range(len(labels)), labels, fontsize=8)
-                ax.set_xlabel("predicted")
-                ax.set_ylabel("actual")
-                ax.set_title(f"{s['task']}: {v} (all seeds)")
-            images[f"{s['task']}-confusion"] = _png(fig)
-        f1_keys = sorted({k for v in variants for k in s["variants"][v]["mean"] if k.startswith("f1_")})
-        if f1_keys:
-            names = [k.removeprefix("f1_") for k in f1_keys]
-            fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
-            height = 0.8 / len(variants)
-            for n, v in enumerate(variants):
-                vals = [s["variants"][v]["mean"].get(k, 0.0) for k in f1_keys]
-                (plot_dir / "per_class" / f"{s['task']}-{v}.json").write_text(
-                    json.dumps([{"class": c, "f1": x} for c, x in zip(names, vals, strict=True)])
+                _write_rows(plot_dir / "confusion" / f"{s['task']}-{v}.json", rows)
+            totals = {v: _confusion_total(s, v, len(labels)) for v in variants}
+            images[f"{s['task']}-confusion"] = _png(_confusion_figure(s["task"], labels, totals))
+        keys, names = _per_class_rows(s, labels)
+        if keys:
+            values = {v: [s["variants"][v]["mean"].get(k, 0.0) for k in keys] for v in variants}
+            for v, vals in values.items():
+                _write_rows(
+                    plot_dir / "per_class" / f"{s['task']}-{v}.json",
+                    [{"class": c, "f1": x} for c, x in zip(names, vals, strict=True)],
                 )
-                ax.barh([i + n * height for i in range(len(names))], vals, height=height, label=v)
-            ax.set_yticks([i + height * (len(variants) - 1) / 2 for i in range(len(names))], names)
-            ax.set_xlabel("F1 on test (mean over seeds)")
-            ax.set_xlim(0, 1)
-            ax.legend()
-            ax.set_title(f"{s['task']}: per-{'type' if s['kind'] == 'ner' else 'class'} F1")
-            images[f"{s['task']}-per-class"] = _png(fig)
+            images[f"{s['task']}-per-class"] = _png(_per_class_figure(s, names, values))
         if curves is not None:
-            metric = s["headline"]
-            declared = {f"{r.variant}-s{r.seed}" for r in runs[(s["kind"], s["task"])]}  # not stale folders
-            found = sorted((curves / s["kind"] / s["task"]).glob(f"*/live/plots/metrics/eval/{metric}.tsv"))
-            found = [p for p in found if p.parents[4].name in declared]
+            found = _curve_files(s, group, curves)
             if found:
-                fig, ax = plt.subplots(figsize=(7, 3.5))
-                for path in found:
-                    xs, ys = _read_tsv(path)
-                    ax.plot(xs, ys, marker="o", markersize=3, label=path.parents[4].name)
-                ax.set_xlabel("optimizer step")
-                ax.set_ylabel(f"dev {NAMES.get(metric, metric)}")
-                ax.legend(fontsize=8)
-                ax.set_title(f"{s['task']}: dev {NAMES.get(metric, metric)} during fine-tuning")
-                images[f"{s['task']}-curves"] = _png(fig)
+                images[f"{s['task']}-curves"] = _png(_curves_figure(s, found))
     return images

@@ -188,3 +188,59 @@ def test_small_samples_make_a_weak_verdict(tmp_path, predictions):
     evaluate.run(enough, DECLARED, predictions, tmp_path / "b", tmp_path / "b.md")
     line = next(x for x in (tmp_path / "b.md").read_text().splitlines() if "**fpb**" in x)
     assert line.endswith("the interval excludes zero: adapted is better") and "weak" not in line
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_confusion_png_keeps_long_class_names_clear():
+    """Long class names ("strongly negative") once ran under the next panel: every tick label
+    drawn must stay off the other panels and inside the saved image, the class names apart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from finpipe.evaluation_report import _confusion_figure
+
+    labels = ["strongly negative", "mildly negative", "neutral", "mildly positive", "strongly positive"]
+    grid = [[i * 5 + j for j in range(5)] for i in range(5)]
+    fig = _confusion_figure("headlines", labels, {"adapted": grid, "base": grid})
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 2
+    saved = fig.get_tightbbox(renderer)  # inches: what bbox_inches="tight" keeps
+    for ax in panels:
+        ticks = [t for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_visible() and t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in ticks]
+        for t, box in zip(ticks, boxes, strict=True):
+            inches = box.transformed(fig.dpi_scale_trans.inverted())
+            assert saved.x0 <= inches.x0 and inches.x1 <= saved.x1 and saved.y0 <= inches.y0 and inches.y1 <= saved.y1
+            for other in panels:
+                if other is not ax:
+                    assert not _overlaps(box, other.get_window_extent(renderer)), f"{t.get_text()!r} runs into the next panel"
+        # the y labels are horizontal, so their boxes are the text (rotated x labels' boxes overlap by design)
+        rows = [t.get_window_extent(renderer) for t in ax.get_yticklabels() if t.get_visible() and t.get_text()]
+        for i, a in enumerate(rows):
+            for b in rows[i + 1 :]:
+                assert not _overlaps(a, b), "class names overlap each other"
+    plt.close(fig)
+
+
+def test_dev_curves_from_resumed_runs_and_their_cadence(tmp_path):
+    """A resumed run appends to dvclive's TSV and logs again the evaluations made after its
+    checkpoint: one point per step, the later value. The figure says how often dev was
+    evaluated (dvclive's params.yaml and metrics.json), which explains a curve of two points."""
+    from finpipe.evaluation_report import _eval_cadence, _read_tsv
+
+    live = tmp_path / "base-s13" / "live"
+    tsv = live / "plots" / "metrics" / "eval" / "micro_f1.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tmicro_f1\n23\t0.26\n46\t0.70\n46\t0.75\n")  # killed after step 46's eval, resumed from 23
+    assert _read_tsv(tsv) == ([23.0, 46.0], [0.26, 0.75])
+    (live / "params.yaml").write_text("eval_steps: 23\nsave_steps: 23\n")
+    (live / "metrics.json").write_text(json.dumps({"step": 46, "eval": {"micro_f1": 0.75}}))
+    assert _eval_cadence([live]) == "dev evaluated every 23 of 46 optimizer steps (fine-tuning eval_steps)"
+    assert _eval_cadence([tmp_path / "missing"]) is None

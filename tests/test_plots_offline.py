@@ -155,6 +155,7 @@ def test_default_page_stays_blank_offline(tmp_path):
     """The break-check, kept: DVC's own page (no html_template) draws nothing offline."""
     chromium = _chromium()
     page = _show(_plot_repo(tmp_path / "repo", html_template=False))
+    # should DVC's own page ever stop loading from a CDN, this fails: plots_offline/ can then go
     assert "cdn.jsdelivr.net" in page.read_text(encoding="utf-8")
     dom = _browse(chromium, page, tmp_path / "chromium", "--dump-dom")
     assert not MARKS.findall(dom), "DVC's CDN page drew plots: the browser was not offline"
