@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from finpipe.atomic import write_json
 from finpipe.errors import UserError
@@ -253,11 +253,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finpipe", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+# what add_subparsers returns: each _add_<command> adds its own parser to it
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
+
+def _add_ingest(sub: Subparsers) -> None:
     p = sub.add_parser("ingest", help="read user files into Parquet with splits (stage `ingest`)")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--params", default="params.yaml")
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="JSON file for the ingest counts")
     p.set_defaults(func=_cmd_ingest)
 
+
+def _add_validate(sub: Subparsers) -> None:
     p = sub.add_parser("validate", help="pandera checks, quarantine and report (stage `validate`)")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--params", default="params.yaml")
@@ -275,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", required=True, help="folder for <kind>.json and <kind>.md")
     p.set_defaults(func=_cmd_validate)
 
+
+def _add_pretrain(sub: Subparsers) -> None:
     p = sub.add_parser("pretrain", help="domain-adaptive pretraining, MLM + NSP (stage `pretrain`)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--corpus", required=True, help="the clean corpus.parquet")
@@ -285,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", required=True, help="Arrow cache of the built examples")
     p.set_defaults(func=_cmd_pretrain)
 
+
+def _add_base_model(sub: Subparsers) -> None:
     p = sub.add_parser("base-model", help="write the base encoder as it is before pretraining (stage `base-model`)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--corpus", required=True, help="the clean corpus (used for a scratch tokenizer only)")
@@ -292,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", required=True, help="pretrain's cache (shares a scratch tokenizer)")
     p.set_defaults(func=_cmd_base_model)
 
+
+def _add_finetune(sub: Subparsers) -> None:
     for kind in ("sentiment", "ner"):
         p = sub.add_parser(f"finetune-{kind}", help=f"fine-tune for {kind} (stage `finetune-{kind}`)")
         p.add_argument("--params", default="params.yaml")
@@ -307,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoints", required=True)
         p.set_defaults(func=_cmd_finetune, kind=kind)
 
+
+def _add_predict(sub: Subparsers) -> None:
     p = sub.add_parser("predict", help="label texts with a fine-tuned model (JSONL out)")
     p.add_argument("kind", choices=("sentiment", "ner"))
     p.add_argument("--model", required=True, help="a fine-tuned model directory")
@@ -317,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_evaluate(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="test-set metrics and report (stage `evaluate`), or score one labelled file")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--predictions", help="folder of the fine-tuning stages' test predictions")
@@ -333,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="metrics JSON (with --model)")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_flow(sub: Subparsers) -> None:
     p = sub.add_parser("flow", help="run the pipeline as a Prefect flow (one task per DVC stage)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override (repeatable)")
     p.add_argument("--stages", nargs="*", help="only these stages (and what they depend on)")
@@ -341,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project-dir", default=".")
     p.set_defaults(func=_cmd_flow)
 
+
+def _add_serve(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="register a scheduled Prefect deployment of the flow and serve it")
     p.add_argument("--cron", default=None, help='cron schedule, e.g. "0 2 * * *" (none: runs only when triggered)')
     p.add_argument("--name", default="scheduled")
@@ -349,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project-dir", default=".")
     p.set_defaults(func=_cmd_serve)
 
+
+def _add_check(sub: Subparsers) -> None:
     p = sub.add_parser(
         "check",
         help="ingest + validate one file as the stages would, leaks between splits included (exit 0 pass, 1 fail, 2 unusable)",
@@ -368,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="corpus: csv tsv parquet jsonl json text text_dir reuters_sgml; "
         "sentiment: fpb csv tsv jsonl json parquet; ner: conll finer_csv (default: from the extension)",
     )
+    _add_check_spec(p)
+    p.add_argument("--max-bad-fraction", type=float, default=None, help="default: validate.max_bad_fraction (0.01)")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.set_defaults(func=_cmd_check)
+
+
+def _add_check_spec(p: argparse.ArgumentParser) -> None:
+    """check's dataset-spec flags: each overrides one field of the spec (CHECK_FLAGS)."""
     p.add_argument("--text-column", default=None, help="default: text")
     p.add_argument("--label-column", default=None, help="sentiment: column with class labels (default: label)")
     p.add_argument("--score-column", default=None, help="sentiment: column with a score in [-1, 1]")
@@ -377,9 +403,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-fraction", type=float, default=None, help="default: the stage default (0.1; corpus 0.05)")
     p.add_argument("--test-fraction", type=float, default=None, help="sentiment/ner (default: 0.1)")
     p.add_argument("--seed", type=int, default=None, help="split seed (default: 13, the stage default)")
-    p.add_argument("--max-bad-fraction", type=float, default=None, help="default: validate.max_bad_fraction (0.01)")
-    p.add_argument("--json", help="also write the report as JSON here")
-    p.set_defaults(func=_cmd_check)
+
+
+# in `finpipe --help` order
+_COMMANDS = (
+    _add_ingest,
+    _add_validate,
+    _add_pretrain,
+    _add_base_model,
+    _add_finetune,
+    _add_predict,
+    _add_evaluate,
+    _add_flow,
+    _add_serve,
+    _add_check,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _COMMANDS:
+        add(sub)
     return parser
 
 

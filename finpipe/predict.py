@@ -119,49 +119,61 @@ def run(
     bad = [r for r in items if isinstance(r, Bad)]
     for b in bad[:20]:
         log.warning("%s row %d skipped: %s", input_name, b.row, b.reason)
-    progress = sys.stderr.isatty()
+    progress = sys.stderr.isatty()  # a bar on a terminal, none in logs
     bf16 = use_bf16("auto")
-    texts = [r.text for r in rows]
     records: list[dict[str, Any]] = []
     if kind == "sentiment" and rows:
-        spec = model.spec
-        out = sm.predict(
-            model, tokenizer, texts, batch_size=batch_size, max_length=_max_length(model), bf16=bf16, progress=progress
-        )
-        for i, r in enumerate(rows):
-            rec: dict[str, Any] = {"row": r.row, **({"id": r.id} if r.id is not None else {}), "text": r.text}
-            if "label" in out:
-                rec["label"] = spec["labels"][int(out["label"][i])]
-                rec["probs"] = {name: round(float(p), 6) for name, p in zip(spec["labels"], out["probs"][i], strict=True)}
-            if "score" in out:
-                rec["score"] = round(float(out["score"][i]), 6)
-            records.append(rec)
+        records = sentiment_records(model, tokenizer, rows, batch_size=batch_size, bf16=bf16, progress=progress)
     elif kind == "ner" and rows:
-        window = getattr(model.config, ner.SPEC_KEY)
-        words = [ner.words_with_offsets(tokenizer, t) for t in texts]
-        tags, _ = ner.predict_words(
-            model,
-            tokenizer,
-            [[w for w, _, _ in ws] for ws in words],
-            max_length=window["max_length"],
-            stride=window["stride"],
-            batch_size=batch_size,
-            bf16=bf16,
-            progress=progress,
-        )
-        for r, ws, tg in zip(rows, words, tags, strict=True):
-            rec = {
-                "row": r.row,
-                **({"id": r.id} if r.id is not None else {}),
-                "text": r.text,
-                "entities": ner.char_spans(r.text, ws, tg),
-            }
-            records.append(rec)
+        records = ner_records(model, tokenizer, rows, batch_size=batch_size, bf16=bf16, progress=progress)
     _write(output_name, records)
     counts = {"rows": len(items), "predicted": len(records), "skipped": len(bad)}
     if bad:
         log.warning("%s: %d of %d rows skipped (empty or not text)", input_name, len(bad), len(items))
     return counts
+
+
+def _record(r: Row, **fields: Any) -> dict[str, Any]:
+    """An output line: where the text came from, the text, then the prediction."""
+    return {"row": r.row, **({"id": r.id} if r.id is not None else {}), "text": r.text, **fields}
+
+
+def sentiment_records(
+    model: Any, tokenizer: Any, rows: list[Row], *, batch_size: int, bf16: bool, progress: bool
+) -> list[dict[str, Any]]:
+    """Label and class probabilities (a head with classes) and score (a head with one) per row."""
+    labels = model.spec["labels"]
+    texts = [r.text for r in rows]
+    out = sm.predict(model, tokenizer, texts, batch_size=batch_size, max_length=_max_length(model), bf16=bf16, progress=progress)
+    records = []
+    for i, r in enumerate(rows):
+        fields: dict[str, Any] = {}
+        if "label" in out:
+            fields["label"] = labels[int(out["label"][i])]
+            fields["probs"] = {name: round(float(p), 6) for name, p in zip(labels, out["probs"][i], strict=True)}
+        if "score" in out:
+            fields["score"] = round(float(out["score"][i]), 6)
+        records.append(_record(r, **fields))
+    return records
+
+
+def ner_records(
+    model: Any, tokenizer: Any, rows: list[Row], *, batch_size: int, bf16: bool, progress: bool
+) -> list[dict[str, Any]]:
+    """The entities of each row with character offsets into its text, split as BERT splits words."""
+    window = getattr(model.config, ner.SPEC_KEY)
+    words = [ner.words_with_offsets(tokenizer, r.text) for r in rows]
+    tags, _ = ner.predict_words(
+        model,
+        tokenizer,
+        [[w for w, _, _ in ws] for ws in words],
+        max_length=window["max_length"],
+        stride=window["stride"],
+        batch_size=batch_size,
+        bf16=bf16,
+        progress=progress,
+    )
+    return [_record(r, entities=ner.char_spans(r.text, ws, tg)) for r, ws, tg in zip(rows, words, tags, strict=True)]
 
 
 def _max_length(model: Any) -> int:

@@ -4,45 +4,130 @@ Words come pre-split; the first sub-token of each word carries its BIO label (or
 sub-token, `label_all_subtokens`), sentences longer than a window are split into overlapping
 windows (finpipe.finetune.ner) and predictions are stitched back to one tag per word. Dev
 scores are seqeval entity-level F1 on whole sentences; test predictions go to the evaluate stage.
+The steps are finpipe.finetune.stage's; this module holds what is NER's own (`NerPlugin`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
+import pandas as pd
 from datasets import Dataset
-from transformers import AutoTokenizer, BertForTokenClassification, set_seed
+from transformers import AutoTokenizer, BertForTokenClassification
 
-from finpipe.atomic import atomic_dir, write_json
-from finpipe.config import Finetune, NerTask
-from finpipe.errors import UserError
+from finpipe.config import Finetune, FinetuneTrain, NerFinetune, NerTask
 from finpipe.finetune import ner
-from finpipe.finetune.fit import (
-    check_labels,
-    check_model_dir,
-    checkpoint_dir,
-    clear_checkpoints,
-    fit,
-    read_dataset,
-    split,
-)
+from finpipe.finetune.fit import check_labels, check_model_dir
 from finpipe.finetune.metrics import ner_metrics
-from finpipe.loading import load_with_heads
-from finpipe.run_summary import WALL_CLOCK
-from finpipe.training import is_main_process, use_bf16
+from finpipe.finetune.outputs import RunId
+from finpipe.finetune.stage import Encoded, StagePaths, finetune, load_splits, seeded_model, task_config
 
 log = logging.getLogger(__name__)
 
 
-def _task(cfg: Finetune, name: str) -> NerTask:
-    if name not in cfg.ner.tasks:
-        raise UserError(f"finetune.ner.tasks: no task {name!r} (have: {sorted(cfg.ner.tasks)})")
-    return cfg.ner.tasks[name]
+def check_task(task: NerTask, meta: dict[str, Any], where: str) -> None:
+    check_labels(task.labels, list(meta["tags"]), where, task.dataset)
+
+
+def words(rows: pd.DataFrame) -> list[list[str]]:
+    return [list(t) for t in rows["tokens"]]
+
+
+@dataclass(frozen=True, eq=False)
+class NerPlugin:
+    """NER's part of the fine-tuning skeleton (finpipe.finetune.stage.TaskPlugin)."""
+
+    kind: ClassVar[str] = "ner"
+    name: str
+    task: NerTask
+    section: NerFinetune  # finetune.ner: the stride, and saved whole with the model
+    train_cfg: FinetuneTrain
+    labels: list[str]  # the dataset's BIO tags, in id order
+    tokenizer: Any
+
+    @property
+    def best_metric(self) -> str:
+        return "micro_f1"
+
+    @property
+    def label_names(self) -> list[str]:
+        return ["labels"]
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.labels)}
+
+    @property
+    def window(self) -> dict[str, int]:
+        """How sentences are cut into windows, in training and prediction alike."""
+        return {"max_length": self.train_cfg.max_seq_length, "stride": self.section.stride}
+
+    def build_model(self, model_dir: Path, seed: int) -> BertForTokenClassification:
+        model = seeded_model(
+            BertForTokenClassification,
+            model_dir,
+            self.name,
+            seed,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id=self.label2id,
+        )
+        model.config.architectures = ["BertForTokenClassification"]
+        spec = {"task": self.name, **self.window, "label_all_subtokens": self.task.label_all_subtokens}
+        setattr(model.config, ner.SPEC_KEY, spec)
+        return model
+
+    def encode(self, rows: pd.DataFrame, split_name: str) -> Encoded:
+        tags = [list(t) for t in rows["tags"]]
+        enc = ner.encode(
+            self.tokenizer, words(rows), tags, self.label2id, label_all_subtokens=self.task.label_all_subtokens, **self.window
+        )
+        if enc.windowed_sentences:
+            log.info(
+                "%s: %d sentences longer than one window of %d were split into overlapping windows",
+                split_name,
+                enc.windowed_sentences,
+                self.train_cfg.max_seq_length,
+            )
+        dataset = Dataset.from_dict(ner.dataset_rows(enc))
+        return Encoded(dataset, {"sentences": len(rows), "windows": len(dataset), "windowed_sentences": enc.windowed_sentences})
+
+    def collator(self) -> ner.NerCollator:
+        return ner.NerCollator(self.tokenizer.pad_token_id)
+
+    def predict(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> list[list[str]]:
+        """One tag per word of every row, stitched from the windows."""
+        tags, _ = ner.predict_words(
+            model, self.tokenizer, words(rows), batch_size=self.train_cfg.eval_batch_size, bf16=bf16, **self.window
+        )
+        return tags
+
+    def dev_metrics(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> dict[str, Any]:
+        return ner_metrics([list(t) for t in rows["tags"]], self.predict(model, rows, bf16=bf16))
+
+    def prediction_rows(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> list[dict[str, Any]]:
+        tags = self.predict(model, rows, bf16=bf16)
+        return [
+            {"id": row.id, "tokens": list(row.tokens), "gold": list(row.tags), "tags": pred}
+            for row, pred in zip(rows.itertuples(index=False), tags, strict=True)
+        ]
+
+    def metrics_fields(self) -> dict[str, Any]:
+        return {}
+
+    def meta_fields(self) -> dict[str, Any]:
+        return {}
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        return dataclasses.asdict(self.task), dataclasses.asdict(self.train_cfg), self.section.stride
+
+    def saved_config(self) -> dict[str, Any]:
+        return {"task": dataclasses.asdict(self.task), "ner": dataclasses.asdict(self.section)}
 
 
 def run(
@@ -58,127 +143,12 @@ def run(
     live_dir: Path,
     checkpoints: Path,
 ) -> dict[str, Any]:
+    task = task_config(cfg.ner.tasks, task_name, "finetune.ner")
     where = f"finetune.ner.tasks.{task_name}"
-    task = _task(cfg, task_name)
     train_cfg = task.train or cfg.ner.train
-    df, meta = read_dataset(data_dir, task.dataset, where)
-    tags = list(meta["tags"])
-    check_labels(task.labels, tags, where, task.dataset)
-    train, dev, test = split(df, "train", task.dataset), split(df, "dev", task.dataset), split(df, "test", task.dataset, False)
+    data = load_splits(data_dir, task.dataset, where, partial(check_task, task, where=where))
     check_model_dir(model_dir, train_cfg.max_seq_length, "finetune.ner")
-    label2id = {t: i for i, t in enumerate(tags)}
-    window = {"max_length": train_cfg.max_seq_length, "stride": cfg.ner.stride}
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    set_seed(seed)
-    model, _ = load_with_heads(
-        BertForTokenClassification,
-        model_dir,
-        task_name,
-        num_labels=len(tags),
-        id2label=dict(enumerate(tags)),
-        label2id=label2id,
-        attn_implementation="sdpa",
-    )
-    model.config.architectures = ["BertForTokenClassification"]
-    setattr(model.config, ner.SPEC_KEY, {"task": task_name, **window, "label_all_subtokens": task.label_all_subtokens})
-
-    def table(part: Any) -> tuple[Dataset, ner.Encoded]:
-        enc = ner.encode(
-            tokenizer,
-            [list(t) for t in part["tokens"]],
-            [list(t) for t in part["tags"]],
-            label2id,
-            label_all_subtokens=task.label_all_subtokens,
-            **window,
-        )
-        return Dataset.from_dict(ner.dataset_rows(enc)), enc
-
-    train_ds, train_enc = table(train)
-    dev_ds, _ = table(dev)
-    if train_enc.windowed_sentences:
-        log.info(
-            "%d train sentences longer than one window of %d were split into overlapping windows",
-            train_enc.windowed_sentences,
-            train_cfg.max_seq_length,
-        )
-    bf16 = use_bf16(train_cfg.bf16)
-    dev_words = [list(t) for t in dev["tokens"]]
-    dev_gold = [list(t) for t in dev["tags"]]
-
-    def predict(m: Any, words: list[list[str]]) -> list[list[str]]:
-        pred, _ = ner.predict_words(m, tokenizer, words, batch_size=train_cfg.eval_batch_size, bf16=bf16, **window)
-        return pred
-
-    def scorer(m: Any) -> dict[str, Any]:
-        return ner_metrics(dev_gold, predict(m, dev_words))
-
-    run_dir = checkpoint_dir(
-        checkpoints,
-        model_dir,
-        data_dir / f"{task.dataset}.parquet",
-        dataclasses.asdict(task),
-        dataclasses.asdict(train_cfg),
-        cfg.ner.stride,
-        seed,
-    )
-    result = fit(
-        model,
-        train_ds,
-        dev_ds,
-        ner.NerCollator(tokenizer.pad_token_id),
-        scorer,
-        train_cfg,
-        seed=seed,
-        best_metric="micro_f1",
-        run_dir=run_dir,
-        live_dir=live_dir,
-        label_names=["labels"],
-    )
-    dev_metrics = scorer(model)
-    log.info("dev: micro F1 %.4f, macro F1 %.4f", dev_metrics["micro_f1"], dev_metrics["macro_f1"])
-    metrics = {
-        "task": task_name,
-        "variant": variant,
-        "seed": seed,
-        "dataset": task.dataset,
-        "dev": dev_metrics,
-        "train": {
-            **result.train_fields(),
-            "sentences": len(train),
-            "windows": len(train_ds),
-            "windowed_sentences": train_enc.windowed_sentences,
-            "bf16": bf16,
-        },
-        WALL_CLOCK: result.this_run,
-    }
-    if not is_main_process():
-        return metrics
-    test_words = [list(t) for t in test["tokens"]]
-    test_pred = predict(model, test_words) if len(test) else []
-    with atomic_dir(predictions_path) as tmp:
-        with open(tmp / "test.jsonl", "w", encoding="utf-8") as fh:
-            for row, pred in zip(test.itertuples(index=False), test_pred, strict=True):
-                fh.write(json.dumps({"id": row.id, "tokens": list(row.tokens), "gold": list(row.tags), "tags": pred}) + "\n")
-        write_json(
-            tmp / "meta.json",
-            {"kind": "ner", "task": task_name, "variant": variant, "seed": seed, "dataset": task.dataset, "labels": tags},
-        )
-    with atomic_dir(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "finpipe_finetune.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "task": dataclasses.asdict(task),
-                    "ner": dataclasses.asdict(cfg.ner),
-                    "seed": seed,
-                    "variant": variant,
-                    "model": str(model_dir),
-                },
-                sort_keys=False,
-            )
-        )
-    write_json(metrics_path, metrics)
-    clear_checkpoints(run_dir)
-    return metrics
+    tags = list(data.meta["tags"])
+    plugin = NerPlugin(task_name, task, cfg.ner, train_cfg, tags, AutoTokenizer.from_pretrained(model_dir))
+    paths = StagePaths(model_dir, data_dir, output_dir, metrics_path, predictions_path, live_dir, checkpoints)
+    return finetune(plugin, data, RunId(task_name, variant, seed, task.dataset), paths)

@@ -3,46 +3,33 @@
 One DVC matrix variant per (task, variant, seed): the encoder comes from models/<variant>
 (the adapted checkpoint or the base model), the head and loss from the task's params. Dev
 metrics drive early stopping; the best checkpoint is saved and its test-set predictions are
-written for the evaluate stage.
+written for the evaluate stage. The steps are finpipe.finetune.stage's; this module holds what
+is sentiment's own (`SentimentPlugin`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import yaml
+import pandas as pd
 from datasets import Dataset
-from transformers import AutoConfig, AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoTokenizer
 
-from finpipe.atomic import atomic_dir, write_json
-from finpipe.config import Finetune, SentimentTask
+from finpipe.config import Finetune, FinetuneTrain, SentimentTask
 from finpipe.errors import UserError
 from finpipe.finetune import sentiment as sm
-from finpipe.finetune.fit import (
-    check_labels,
-    check_model_dir,
-    checkpoint_dir,
-    clear_checkpoints,
-    fit,
-    read_dataset,
-    split,
-)
+from finpipe.finetune.fit import check_labels, check_model_dir
 from finpipe.finetune.metrics import class_metrics, score_metrics
-from finpipe.loading import load_with_heads
-from finpipe.run_summary import WALL_CLOCK
-from finpipe.training import is_main_process, use_bf16
+from finpipe.finetune.outputs import RunId
+from finpipe.finetune.stage import Encoded, LabelledSplits, StagePaths, finetune, load_splits, seeded_model, task_config
 
 log = logging.getLogger(__name__)
-
-
-def _task(cfg: Finetune, name: str) -> SentimentTask:
-    if name not in cfg.sentiment.tasks:
-        raise UserError(f"finetune.sentiment.tasks: no task {name!r} (have: {sorted(cfg.sentiment.tasks)})")
-    return cfg.sentiment.tasks[name]
 
 
 def check_task(task: SentimentTask, meta: dict[str, Any], where: str) -> None:
@@ -55,6 +42,11 @@ def check_task(task: SentimentTask, meta: dict[str, Any], where: str) -> None:
         )
     if task.target == "ordinal" and len(meta["labels"]) < 3:
         raise UserError(f"{where}.target: 'ordinal' needs at least 3 ordered labels")
+
+
+def has_score(task: SentimentTask) -> bool:
+    """Whether the head has a score output: the target itself, or a weighted extra output."""
+    return task.target == "score" or task.score_loss_weight > 0
 
 
 def dev_scores(spec: dict[str, Any], result: dict[str, np.ndarray], gold: Any, gold_scores: Any) -> dict[str, Any]:
@@ -70,6 +62,124 @@ def dev_scores(spec: dict[str, Any], result: dict[str, np.ndarray], gold: Any, g
     return out
 
 
+def prediction_rows(rows: pd.DataFrame, result: dict[str, np.ndarray], labels: list[str]) -> list[dict[str, Any]]:
+    """test.jsonl's lines: id, gold label/score and the prediction, one per test row."""
+    out = []
+    for i, row in enumerate(rows.itertuples(index=False)):
+        line: dict[str, Any] = {"id": row.id, "gold": row.label}
+        score = getattr(row, "score", None)
+        if score is not None and score == score:  # NaN: no gold score for this row
+            line["gold_score"] = float(score)
+        if "label" in result:
+            line["label"] = labels[int(result["label"][i])]
+            line["probs"] = [round(float(p), 6) for p in result["probs"][i]]
+        if "score" in result:
+            line["score"] = round(float(result["score"][i]), 6)
+        out.append(line)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class SentimentPlugin:
+    """Sentiment's part of the fine-tuning skeleton (finpipe.finetune.stage.TaskPlugin)."""
+
+    kind: ClassVar[str] = "sentiment"
+    task: SentimentTask
+    train_cfg: FinetuneTrain
+    labels: list[str]
+    ordered: bool
+    spec: dict[str, Any]  # the head's spec, saved in config.json (sentiment.make_spec)
+    train_y: np.ndarray  # training label ids: the class weights' and CORAL thresholds' prior
+    tokenizer: Any
+
+    @property
+    def best_metric(self) -> str:
+        return "cosine" if self.task.target == "score" else "macro_f1"
+
+    @property
+    def label_names(self) -> list[str]:
+        return ["labels", "scores"] if has_score(self.task) else ["labels"]
+
+    @property
+    def label_id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    def build_model(self, model_dir: Path, seed: int) -> sm.SentimentModel:
+        config = AutoConfig.from_pretrained(model_dir)
+        setattr(config, sm.SPEC_KEY, self.spec)
+        model = seeded_model(sm.SentimentModel, model_dir, self.spec["task"], seed, config=config)
+        sm.init_thresholds(model, self.train_y)
+        return model
+
+    def encode(self, rows: pd.DataFrame, split_name: str) -> Encoded:
+        max_length = self.train_cfg.max_seq_length
+        enc, truncated = sm.encode(self.tokenizer, rows["text"].tolist(), max_length)
+        if truncated:
+            log.warning("%s: %d of %d texts longer than max_seq_length %d were cut", split_name, truncated, len(rows), max_length)
+        columns = dict(enc)
+        columns["labels"] = rows["label"].map(self.label_id).astype(int).tolist()
+        if has_score(self.task):
+            columns["scores"] = rows["score"].astype(float).tolist()
+        dataset = Dataset.from_dict(columns)
+        return Encoded(dataset, {"examples": len(dataset), "truncated": truncated})
+
+    def collator(self) -> sm.SentimentCollator:
+        return sm.SentimentCollator(self.tokenizer)
+
+    def predict(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> dict[str, np.ndarray]:
+        return sm.predict(
+            model,
+            self.tokenizer,
+            rows["text"].tolist(),
+            batch_size=self.train_cfg.eval_batch_size,
+            max_length=self.train_cfg.max_seq_length,
+            bf16=bf16,
+        )
+
+    def dev_metrics(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> dict[str, Any]:
+        gold = rows["label"].map(self.label_id).to_numpy()
+        gold_scores = rows["score"].to_numpy(dtype=float) if has_score(self.task) else None
+        return dev_scores(self.spec, self.predict(model, rows, bf16=bf16), gold, gold_scores)
+
+    def prediction_rows(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> list[dict[str, Any]]:
+        return prediction_rows(rows, self.predict(model, rows, bf16=bf16), self.labels)
+
+    def metrics_fields(self) -> dict[str, Any]:
+        return {"target": self.task.target}
+
+    def meta_fields(self) -> dict[str, Any]:
+        return {"target": self.task.target, "ordered": self.ordered, "score": has_score(self.task)}
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        return dataclasses.asdict(self.task), dataclasses.asdict(self.train_cfg)
+
+    def saved_config(self) -> dict[str, Any]:
+        return {"task": dataclasses.asdict(self.task), "train": dataclasses.asdict(self.train_cfg)}
+
+
+def sentiment_plugin(
+    name: str, task: SentimentTask, train_cfg: FinetuneTrain, data: LabelledSplits, tokenizer: Any
+) -> SentimentPlugin:
+    """The plugin for one task on its checked data: the head's spec is fixed here."""
+    labels = list(data.meta["labels"])
+    train_y = data.train["label"].map({n: i for i, n in enumerate(labels)}).to_numpy()
+    weighted = task.loss == "weighted_cross_entropy"
+    spec = sm.make_spec(
+        task=name,
+        labels=labels,
+        target=task.target,
+        has_score=has_score(task),
+        score_range=data.meta.get("score_range", (-1.0, 1.0)),
+        head=dataclasses.asdict(task.head),
+        loss=task.loss,
+        label_smoothing=task.label_smoothing,
+        score_loss_weight=task.score_loss_weight,
+        class_weights=sm.inverse_frequency_weights(train_y, len(labels)) if weighted else None,
+    )
+    spec["max_seq_length"] = train_cfg.max_seq_length  # predict truncates as training did
+    return SentimentPlugin(task, train_cfg, labels, bool(data.meta.get("ordered")), spec, train_y, tokenizer)
+
+
 def run(
     cfg: Finetune,
     task_name: str,
@@ -83,170 +193,11 @@ def run(
     live_dir: Path,
     checkpoints: Path,
 ) -> dict[str, Any]:
+    task = task_config(cfg.sentiment.tasks, task_name, "finetune.sentiment")
     where = f"finetune.sentiment.tasks.{task_name}"
-    task = _task(cfg, task_name)
     train_cfg = task.train or cfg.sentiment.train
-    df, meta = read_dataset(data_dir, task.dataset, where)
-    check_task(task, meta, where)
-    train, dev, test = split(df, "train", task.dataset), split(df, "dev", task.dataset), split(df, "test", task.dataset, False)
+    data = load_splits(data_dir, task.dataset, where, partial(check_task, task, where=where))
     check_model_dir(model_dir, train_cfg.max_seq_length, "finetune.sentiment")
-    labels = list(meta["labels"])
-    label_id = {name: i for i, name in enumerate(labels)}
-    has_score = task.target == "score" or task.score_loss_weight > 0
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    train_y = train["label"].map(label_id).to_numpy()
-    spec = sm.make_spec(
-        task=task_name,
-        labels=labels,
-        target=task.target,
-        has_score=has_score,
-        score_range=meta.get("score_range", (-1.0, 1.0)),
-        head=dataclasses.asdict(task.head),
-        loss=task.loss,
-        label_smoothing=task.label_smoothing,
-        score_loss_weight=task.score_loss_weight,
-        class_weights=sm.inverse_frequency_weights(train_y, len(labels)) if task.loss == "weighted_cross_entropy" else None,
-    )
-    spec["max_seq_length"] = train_cfg.max_seq_length  # predict truncates as training did
-    config = AutoConfig.from_pretrained(model_dir)
-    setattr(config, sm.SPEC_KEY, spec)
-    set_seed(seed)  # the head's initial weights depend on the seed, as in every HF fine-tuning
-    model, _ = load_with_heads(sm.SentimentModel, model_dir, task_name, config=config, attn_implementation="sdpa")
-    sm.init_thresholds(model, train_y)
-
-    def table(part: Any, with_targets: bool = True) -> Dataset:
-        enc, truncated = sm.encode(tokenizer, part["text"].tolist(), train_cfg.max_seq_length)
-        if truncated:
-            log.warning("%d of %d texts longer than max_seq_length %d were cut", truncated, len(part), train_cfg.max_seq_length)
-        rows = dict(enc)
-        if with_targets:
-            rows["labels"] = part["label"].map(label_id).astype(int).tolist()
-            if has_score:
-                rows["scores"] = part["score"].astype(float).tolist()
-        return Dataset.from_dict(rows), truncated
-
-    train_ds, truncated = table(train)
-    dev_ds, _ = table(dev)
-    bf16 = use_bf16(train_cfg.bf16)
-    dev_gold = dev["label"].map(label_id).to_numpy()
-    dev_gold_scores = dev["score"].to_numpy(dtype=float) if has_score else None
-
-    def scorer(m: Any) -> dict[str, Any]:
-        result = sm.predict(
-            m,
-            tokenizer,
-            dev["text"].tolist(),
-            batch_size=train_cfg.eval_batch_size,
-            max_length=train_cfg.max_seq_length,
-            bf16=bf16,
-        )
-        return dev_scores(spec, result, dev_gold, dev_gold_scores)
-
-    best_metric = "cosine" if task.target == "score" else "macro_f1"
-    label_names = ["labels", "scores"] if has_score else ["labels"]
-    run_dir = checkpoint_dir(
-        checkpoints,
-        model_dir,
-        data_dir / f"{task.dataset}.parquet",
-        dataclasses.asdict(task),
-        dataclasses.asdict(train_cfg),
-        seed,
-    )
-    result = fit(
-        model,
-        train_ds,
-        dev_ds,
-        sm.SentimentCollator(tokenizer),
-        scorer,
-        train_cfg,
-        seed=seed,
-        best_metric=best_metric,
-        run_dir=run_dir,
-        live_dir=live_dir,
-        label_names=label_names,
-    )
-    dev_metrics = scorer(model)  # the restored best checkpoint
-    log.info("dev: %s", {k: v for k, v in dev_metrics.items() if not isinstance(v, (dict, list))})
-
-    metrics = {
-        "task": task_name,
-        "variant": variant,
-        "seed": seed,
-        "dataset": task.dataset,
-        "target": task.target,
-        "dev": dev_metrics,
-        "train": {
-            **result.train_fields(),
-            "examples": len(train_ds),
-            "truncated": truncated,
-            "bf16": bf16,
-        },
-        WALL_CLOCK: result.this_run,
-    }
-    if not is_main_process():
-        return metrics
-    test_result = (
-        sm.predict(
-            model,
-            tokenizer,
-            test["text"].tolist(),
-            batch_size=train_cfg.eval_batch_size,
-            max_length=train_cfg.max_seq_length,
-            bf16=bf16,
-        )
-        if len(test)
-        else {}
-    )
-    with atomic_dir(predictions_path) as tmp:
-        write_predictions(tmp / "test.jsonl", test, test_result, labels)
-        write_json(
-            tmp / "meta.json",
-            {
-                "kind": "sentiment",
-                "task": task_name,
-                "variant": variant,
-                "seed": seed,
-                "dataset": task.dataset,
-                "labels": labels,
-                "target": task.target,
-                "ordered": bool(meta.get("ordered")),
-                "score": has_score,
-            },
-        )
-    with atomic_dir(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "finpipe_finetune.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "task": dataclasses.asdict(task),
-                    "train": dataclasses.asdict(train_cfg),
-                    "seed": seed,
-                    "variant": variant,
-                    "model": str(model_dir),
-                },
-                sort_keys=False,
-            )
-        )
-    write_json(metrics_path, metrics)
-    clear_checkpoints(run_dir)
-    return metrics
-
-
-def write_predictions(path: Path, rows: Any, result: dict[str, np.ndarray], labels: list[str]) -> None:
-    """JSONL, one line per test row: id, gold label/score and the prediction."""
-    import json
-
-    with open(path, "w", encoding="utf-8") as fh:
-        for i, row in enumerate(rows.itertuples(index=False)):
-            line: dict[str, Any] = {"id": row.id, "gold": row.label}
-            score = getattr(row, "score", None)
-            if score is not None and score == score:
-                line["gold_score"] = float(score)
-            if "label" in result:
-                line["label"] = labels[int(result["label"][i])]
-                line["probs"] = [round(float(p), 6) for p in result["probs"][i]]
-            if "score" in result:
-                line["score"] = round(float(result["score"][i]), 6)
-            fh.write(json.dumps(line) + "\n")
+    plugin = sentiment_plugin(task_name, task, train_cfg, data, AutoTokenizer.from_pretrained(model_dir))
+    paths = StagePaths(model_dir, data_dir, output_dir, metrics_path, predictions_path, live_dir, checkpoints)
+    return finetune(plugin, data, RunId(task_name, variant, seed, task.dataset), paths)
