@@ -100,7 +100,7 @@ def test_label_near_match_across_case_spaces_underscores_hyphens(tmp_path):
     """The allowed labels come from the schema itself (not read back out of the message), so
     labels with spaces, quotes or brackets are named as they are."""
     labels = ["strongly negative", "it's [fine]", "mildly positive", "n a"]
-    (tmp_path / "s.csv").write_text('text,label\nA fall,strongly_negative\nA rise,Mildly-Positive\nOk,"IT\'S  [FINE]"\nNo,N-A\n')
+    (tmp_path / "s.csv").write_text('text,label\nA fall,strongly_negative\nA rise,Mildly-Positive\nOkay,"IT\'S  [FINE]"\nNope,N-A\n')
     _, outcome = sentiment(tmp_path / "s.csv", labels=labels)
     allowed = "['strongly negative', \"it's [fine]\", 'mildly positive', 'n a']"
     assert reasons(outcome) == [
@@ -177,7 +177,7 @@ def test_nul_bytes_are_quarantined(tmp_path):
 def test_one_megabyte_single_line(tmp_path):
     (tmp_path / "fpb.txt").write_text("Normal line .@neutral\n" + "x" * 1_000_000 + "@neutral\n")
     _, outcome = sentiment(tmp_path / "fpb.txt", labels=["negative", "neutral", "positive"])
-    assert reasons(outcome) == [["text longer than 5000 characters"]]
+    assert reasons(outcome) == [["text longer than 1000 characters"]]  # validate.sentiment.max_chars
     (tmp_path / "c.txt").write_text("A short start. " + "y" * 1_000_000 + "\n")
     _, outcome, _ = corpus(tmp_path, [{"name": "c", "path": "c.txt"}], validate={"corpus": {"max_chars": 2000}})
     assert reasons(outcome) == [["text longer than 2000 characters"]]
