@@ -100,7 +100,8 @@ def test_label_near_match_across_case_spaces_underscores_hyphens(tmp_path):
     """The allowed labels come from the schema itself (not read back out of the message), so
     labels with spaces, quotes or brackets are named as they are."""
     labels = ["strongly negative", "it's [fine]", "mildly positive", "n a"]
-    (tmp_path / "s.csv").write_text('text,label\nA fall,strongly_negative\nA rise,Mildly-Positive\nOkay,"IT\'S  [FINE]"\nNope,N-A\n')
+    rows = ["text,label", "A fall,strongly_negative", "A rise,Mildly-Positive", 'Okay,"IT\'S  [FINE]"', "Nope,N-A"]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
     _, outcome = sentiment(tmp_path / "s.csv", labels=labels)
     allowed = "['strongly negative', \"it's [fine]\", 'mildly positive', 'n a']"
     assert reasons(outcome) == [
