@@ -155,4 +155,10 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     changed = set(json.loads(_status(workspace)))  # pretraining is not among them
     assert changed == {"finetune-sentiment@headlines-adapted-13", "finetune-sentiment@headlines-base-13"}
 
+    # a stage tracks the params it reads: a pretraining learning rate leaves the base model alone
+    params["pretrain"]["train"]["learning_rate"] *= 2
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = set(json.loads(_status(workspace)))
+    assert "pretrain" in changed and "base-model" not in changed
+
     assert '"rows_quarantined"' in _sh(["dvc", "metrics", "show", "--json"], workspace)
