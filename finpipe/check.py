@@ -43,6 +43,7 @@ KIND_FLAGS = {
     },
     "ner": {"format", "labels", "tag_scheme", "dev_fraction", "test_fraction", "seed"},
 }
+SPEC_FLAGS = tuple(sorted(set().union(*KIND_FLAGS.values())))
 NOT_CHECKED = {
     "corpus": "check reads this one source: documents repeated in another corpus source "
     "(dropped by `finpipe ingest corpus`) are not looked for",

@@ -209,25 +209,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-CHECK_FLAGS = (
-    "format",
-    "text_column",
-    "label_column",
-    "score_column",
-    "id_column",
-    "labels",
-    "tag_scheme",
-    "dev_fraction",
-    "test_fraction",
-    "seed",
-)
-
-
 def _cmd_check(args: argparse.Namespace) -> int:
-    from finpipe.check import check
+    from finpipe.check import SPEC_FLAGS, check
     from finpipe.validation_report import data_fix, markdown, passing_fraction
 
-    flags = {k: getattr(args, k) for k in CHECK_FLAGS}
+    flags = {k: getattr(args, k) for k in SPEC_FLAGS}
     flags["labels"] = args.labels.split(",") if args.labels else None
     result = check(
         args.kind,
@@ -393,7 +379,7 @@ def _add_check(sub: Subparsers) -> None:
 
 
 def _add_check_spec(p: argparse.ArgumentParser) -> None:
-    """check's dataset-spec flags: each overrides one field of the spec (CHECK_FLAGS)."""
+    """check's dataset-spec flags: each overrides one field of the spec (finpipe.check.SPEC_FLAGS)."""
     p.add_argument("--text-column", default=None, help="default: text")
     p.add_argument("--label-column", default=None, help="sentiment: column with class labels (default: label)")
     p.add_argument("--score-column", default=None, help="sentiment: column with a score in [-1, 1]")
