@@ -93,6 +93,7 @@ from finpipe.pretrain.model import MaskedOnlyBertForPreTraining
 from finpipe.readers.corpus import read_corpus
 from finpipe.sentence_rows import CorpusStats, sentence_batches
 from finpipe.training import Trainer, training_arguments, use_bf16
+from tasks.pretrain import collator_for, label_names
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = 128
@@ -257,9 +258,8 @@ def run_stage(ds: datasets.Dataset, state: dict, tokenizer: Any, cfg: Pretrain, 
     if cfg.train.bulk_dropout:
         use_bulk_mask_dropout(model)
     record_losses(model, result)
-    collator = PretrainCollator(tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask, seed=cfg.data.seed)
-    labels = ["labels", "next_sentence_label"] if cfg.data.nsp else ["labels"]
-    args = training_arguments(cfg.train, out, label_names=labels, bf16=bf16)
+    collator = collator_for(cfg, tokenizer)  # the stage's own builders
+    args = training_arguments(cfg.train, out, label_names=label_names(cfg), bf16=bf16)
     if device.type == "cpu" and not args.use_cpu:
         args = dataclasses.replace(args, use_cpu=True)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=counting(collator, result))

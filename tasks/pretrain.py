@@ -74,16 +74,18 @@ def _warm_up_heads(model: Any, cfg: Pretrain, train_ds: Any, collator: Any, work
     log.info("head warm-up: %d steps with the encoder frozen", cfg.model.head_warmup_steps)
 
 
-def run(
-    cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_dir: Path, checkpoints: Path, cache: Path
-) -> dict[str, Any]:
-    if not corpus.is_file():
-        raise UserError(f"{corpus}: clean corpus not found; run the validate@corpus stage first")
-    train_docs, dev_docs = read_documents(corpus, "train"), read_documents(corpus, "dev")
-    check(cfg, train_docs, dev_docs, corpus)
-    bf16 = use_bf16(cfg.train.bf16)
+def label_names(cfg: Pretrain) -> list[str]:
+    """The batch keys that hold targets: MLM labels, and NSP's when it is on."""
+    return ["labels", "next_sentence_label"] if cfg.data.nsp else ["labels"]
+
+
+def collator_for(cfg: Pretrain, tokenizer: Any) -> PretrainCollator:
+    return PretrainCollator(tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask, seed=cfg.data.seed)
+
+
+def _model(cfg: Pretrain, train_docs: list[list[str]], corpus_fp: str, cache: Path) -> tuple[Any, Any, list[str], list[str]]:
+    """(model, tokenizer, newly initialised weights, words added to the vocabulary)."""
     set_seed(cfg.train.seed)  # new heads / a scratch model start from the same weights every run
-    corpus_fp = fingerprint(corpus)
     model, tokenizer, new_weights = load_base(
         cfg.model,
         (s for d in train_docs for s in d),
@@ -94,33 +96,90 @@ def run(
         if cfg.model.extend_vocab
         else []
     )
-
     if cfg.train.bulk_dropout:
         log.info("dropout: %d modules draw their CPU masks in bulk", use_bulk_mask_dropout(model))
-    tok_fp = tokenizer_fingerprint(tokenizer)
-    data_cfg = dataclasses.asdict(cfg.data)
-    train_ds = cached_examples(
-        train_docs,
-        tokenizer,
-        cfg.data,
-        seed=cfg.data.seed,
-        cache_dir=cache,
-        key=f"train-{fingerprint(corpus_fp, tok_fp, data_cfg)}",
-    )
-    collator = PretrainCollator(tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask, seed=cfg.data.seed)
+    return model, tokenizer, new_weights, added
+
+
+def _examples(
+    cfg: Pretrain, docs: tuple[list[list[str]], list[list[str]]], tokenizer: Any, key: str, cache: Path
+) -> tuple[Any, Any, PretrainCollator]:
+    """(train examples, pre-masked held-out examples, the collator), built once and cached."""
+    train_docs, dev_docs = docs
+    train_ds = cached_examples(train_docs, tokenizer, cfg.data, seed=cfg.data.seed, cache_dir=cache, key=f"train-{key}")
+    collator = collator_for(cfg, tokenizer)
     eval_ds = cached_examples(
         dev_docs,
         tokenizer,
         cfg.data,
         seed=cfg.data.seed + 1,
         cache_dir=cache,
-        key=f"eval-{fingerprint(corpus_fp, tok_fp, data_cfg)}",
+        key=f"eval-{key}",
         limit=cfg.data.max_eval_examples,
         premask=collator,
     )
-    labels = ["labels", "next_sentence_label"] if cfg.data.nsp else ["labels"]
     if not cfg.data.nsp:
         train_ds = train_ds.remove_columns([c for c in train_ds.column_names if c == "next_sentence_label"])
+    return train_ds, eval_ds, collator
+
+
+def _summary(
+    before: dict[str, Any], after: dict[str, Any], trainer: Any, timing: dict[str, Any], facts: dict[str, Any]
+) -> dict[str, Any]:
+    """metrics.json: held-out before/after, the run's totals, and this process's wall clock.
+    timing: start (checkpoint_progress), seconds, result_metrics; facts: warm_up, examples,
+    bf16, new_weights, added_words, resumed."""
+    state, start, seconds = trainer.state, timing["start"], timing["seconds"]
+    tokens = int(state.num_input_tokens_seen)
+    return {
+        "base": {**before, "heads_warmed_up": facts["warm_up"]},
+        "adapted": after,
+        "perplexity_change": round(after["perplexity"] - before["perplexity"], 4),
+        "train": {
+            "steps": state.global_step,
+            "examples": facts["examples"],
+            "loss": mean_training_loss(state.log_history),  # every step's, resumed or not
+            "useful_tokens": tokens,  # non-padding tokens trained on, all processes
+            "bf16": facts["bf16"],
+            "world_size": trainer.args.world_size,
+        },
+        "new_weights": facts["new_weights"],
+        "added_words": facts["added_words"],
+        # declared wall-clock: this process's share of the run (after a resume, the steps since)
+        WALL_CLOCK: {
+            "resumed_from_step": start["step"] if facts["resumed"] else None,
+            "steps": state.global_step - start["step"],
+            "seconds": round(seconds, 2),
+            "samples_per_s": round(timing["result_metrics"].get("train_samples_per_second", 0.0), 3),
+            "useful_tokens_per_s": round((tokens - start["tokens"]) / seconds, 1) if seconds else None,
+        },
+    }
+
+
+def _write(cfg: Pretrain, model: Any, tokenizer: Any, output_dir: Path, metrics_path: Path, metrics: dict[str, Any]) -> None:
+    with atomic_dir(output_dir) as tmp:
+        model.config.architectures = ["BertForPreTraining"]  # a standard checkpoint for any loader
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "finpipe_pretrain.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    write_json(metrics_path, metrics)
+
+
+def run(
+    cfg: Pretrain, corpus: Path, output_dir: Path, metrics_path: Path, live_dir: Path, checkpoints: Path, cache: Path
+) -> dict[str, Any]:
+    if not corpus.is_file():
+        raise UserError(f"{corpus}: clean corpus not found; run the validate@corpus stage first")
+    docs = read_documents(corpus, "train"), read_documents(corpus, "dev")
+    check(cfg, *docs, corpus)
+    bf16 = use_bf16(cfg.train.bf16)
+    corpus_fp = fingerprint(corpus)
+    model, tokenizer, new_weights, added = _model(cfg, docs[0], corpus_fp, cache)
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    train_ds, eval_ds, collator = _examples(
+        cfg, docs, tokenizer, fingerprint(corpus_fp, tok_fp, dataclasses.asdict(cfg.data)), cache
+    )
+    labels = label_names(cfg)
 
     # checkpoints belong to one configuration: a changed param or corpus starts afresh
     run_dir = checkpoints / fingerprint(corpus_fp, tok_fp, dataclasses.asdict(cfg))
@@ -148,38 +207,21 @@ def run(
     seconds = time.perf_counter() - t0
     after = heldout_metrics(model, eval_ds, collator, cfg.train.eval_batch_size, bf16)
     log.info("adapted model on held-out documents: %s", after)
-
-    state = trainer.state
-    tokens = int(state.num_input_tokens_seen)
-    metrics = {
-        "base": {**before, "heads_warmed_up": warm_up},
-        "adapted": after,
-        "perplexity_change": round(after["perplexity"] - before["perplexity"], 4),
-        "train": {
-            "steps": state.global_step,
+    metrics = _summary(
+        before,
+        after,
+        trainer,
+        {"start": start, "seconds": seconds, "result_metrics": result.metrics},
+        {
+            "warm_up": warm_up,
             "examples": len(train_ds),
-            "loss": mean_training_loss(state.log_history),  # every step's, resumed or not
-            "useful_tokens": tokens,  # non-padding tokens trained on, all processes
             "bf16": bf16,
-            "world_size": args.world_size,
+            "new_weights": 0 if new_weights == ["*"] else len(new_weights),
+            "added_words": len(added),
+            "resumed": bool(resume),
         },
-        "new_weights": 0 if new_weights == ["*"] else len(new_weights),
-        "added_words": len(added),
-        # declared wall-clock: this process's share of the run (after a resume, the steps since)
-        WALL_CLOCK: {
-            "resumed_from_step": start["step"] if resume else None,
-            "steps": state.global_step - start["step"],
-            "seconds": round(seconds, 2),
-            "samples_per_s": round(result.metrics.get("train_samples_per_second", 0.0), 3),
-            "useful_tokens_per_s": round((tokens - start["tokens"]) / seconds, 1) if seconds else None,
-        },
-    }
+    )
     if trainer.is_world_process_zero():
-        with atomic_dir(output_dir) as tmp:
-            model.config.architectures = ["BertForPreTraining"]  # a standard checkpoint for any loader
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "finpipe_pretrain.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-        write_json(metrics_path, metrics)
+        _write(cfg, model, tokenizer, output_dir, metrics_path, metrics)
         shutil.rmtree(run_dir, ignore_errors=True)  # done: the model is in place, checkpoints are spent
     return metrics
