@@ -320,7 +320,7 @@ class SentimentTrain(FinetuneTrain):
 @dataclass(config=_STRICT)
 class NerTrain(FinetuneTrain):
     learning_rate: float = Field(default=5e-5, gt=0.0)
-    num_epochs: float = Field(default=2.0, gt=0.0)
+    num_epochs: float = Field(default=4.0, gt=0.0)
     eval_steps: int = Field(default=23, ge=1)  # about every epoch of the embedded set
 
 
