@@ -78,6 +78,7 @@ def tiny_pretrain(**train: Any) -> dict[str, Any]:
             "logging_steps": 2,
             "learning_rate": 1e-3,
             "bf16": False,
+            "seed": 13,  # dvc.yaml tracks it by name (base-model)
             **train,
         },
     }

@@ -84,7 +84,7 @@ def test_flat_metrics_bootstrap_and_report(tmp_path, predictions):
         "delta": metrics["fpb/delta/macro_f1"],
         "ci_low": metrics["fpb/delta/macro_f1_ci_low"],
         "ci_high": metrics["fpb/delta/macro_f1_ci_high"],
-        "test_items": 40,
+        "n_test": 40,
         "seeds": 2,
     }
     assert list(sec) == list(fpb) and sec["metric"] == "micro_f1" and sec["base"] is None and sec["delta"] is None
