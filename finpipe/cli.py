@@ -123,6 +123,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _column(name: str | None) -> str | None:
+    """A column flag: `none` (or empty) means the file has no such column."""
+    return None if name is None or name.strip().lower() in ("", "none") else name
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from finpipe.config import load_params
     from finpipe.evaluate_model import evaluate_file
@@ -137,8 +142,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             Path(args.test),
             fmt=args.format,
             text_column=args.text_column,
-            label_column=args.label_column,
-            score_column=args.score_column,
+            label_column=_column(args.label_column),
+            score_column=_column(args.score_column),
+            tag_scheme=args.tag_scheme,
             batch_size=args.batch_size,
         )
         write_json(args.output, metrics)
@@ -325,8 +331,9 @@ def _add_evaluate(sub: Subparsers) -> None:
     p.add_argument("--test", help="a labelled file in any format `finpipe check` reads")
     p.add_argument("--format", default="auto")
     p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--score-column", default=None)
+    p.add_argument("--label-column", default="label", help="`none` for a file with scores only")
+    p.add_argument("--score-column", default=None, help="`none` (the default) for a file without scores")
+    p.add_argument("--tag-scheme", choices=["bio", "io"], default="bio", help="NER: the file's tagging (io: FIN5-style)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--output", help="metrics JSON (with --model)")
     p.set_defaults(func=_cmd_evaluate)

@@ -32,6 +32,7 @@ def evaluate_file(
     text_column: str = "text",
     label_column: str | None = "label",
     score_column: str | None = None,
+    tag_scheme: str = "bio",
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """Metrics of one fine-tuned model on any labelled file in an ingest format. The file goes
@@ -49,7 +50,7 @@ def evaluate_file(
             model, tokenizer, test, fmt, text_column, label_column, score_column, batch_size=batch_size, bf16=bf16
         )
     else:
-        scored = evaluate_ner(model, tokenizer, test, fmt, batch_size=batch_size, bf16=bf16)
+        scored = evaluate_ner(model, tokenizer, test, fmt, tag_scheme=tag_scheme, batch_size=batch_size, bf16=bf16)
     return {
         "model": str(model_dir),
         "test": str(test),
@@ -127,8 +128,11 @@ def evaluate_sentiment(
     return Scored(len(df), rows, len(outcome.quarantined), result)
 
 
-def evaluate_ner(model: Any, tokenizer: Any, test: Path, fmt: str, *, batch_size: int, bf16: bool) -> Scored:
-    """An NER model on a file of tagged words, with the windows it was trained with."""
+def evaluate_ner(
+    model: Any, tokenizer: Any, test: Path, fmt: str, *, tag_scheme: str = "bio", batch_size: int, bf16: bool
+) -> Scored:
+    """An NER model on a file of tagged words (BIO, or IO converted as ingest converts it), with
+    the windows it was trained with."""
     from finpipe.config import NerDataset, parse
     from finpipe.finetune import ner as ner_mod
     from finpipe.labelled import ingest_ner_dataset
@@ -138,10 +142,17 @@ def evaluate_ner(model: Any, tokenizer: Any, test: Path, fmt: str, *, batch_size
     types = sorted({t[2:] for t in tags if t != "O"}, key=lambda t: tags.index("B-" + t))
     ds = parse(
         NerDataset,
-        {"path": test.name, "format": fmt, "entity_types": types, "dev_fraction": 0.0, "test_fraction": 0.0},
+        {
+            "path": test.name,
+            "format": fmt,
+            "tag_scheme": tag_scheme,
+            "entity_types": types,
+            "dev_fraction": 0.0,
+            "test_fraction": 0.0,
+        },
         source="arguments",
     )
-    df, _ = ingest_ner_dataset(test.parent, "external", ds, seed=0)
+    df, converted = ingest_ner_dataset(test.parent, "external", ds, seed=0)
     outcome = validate_ner(df, {"tags": tags}, _keep_every_passing_row())
     rows = _usable(outcome, test)
     window = getattr(model.config, ner_mod.SPEC_KEY)
@@ -154,4 +165,6 @@ def evaluate_ner(model: Any, tokenizer: Any, test: Path, fmt: str, *, batch_size
         batch_size=batch_size,
         bf16=bf16,
     )
-    return Scored(len(df), rows, len(outcome.quarantined), fm.ner_metrics([list(t) for t in rows["tags"]], pred_tags))
+    metrics = fm.ner_metrics([list(t) for t in rows["tags"]], pred_tags)
+    # I- tags turned into B-: the IO conversion asked for, or repairs of a BIO file that has IO in it
+    return Scored(len(df), rows, len(outcome.quarantined), {"tag_scheme": tag_scheme, "tags_converted": converted, **metrics})

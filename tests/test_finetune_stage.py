@@ -398,3 +398,35 @@ def test_evaluate_external_files(tmp_path, sentiment_model, ner_model):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "m.json").read_text())["micro_f1"] == m["micro_f1"]
+
+
+def test_evaluate_model_on_a_score_only_file_and_io_tags(tmp_path, sentiment_model, ner_model):
+    """`--label-column none` scores a file that has scores and no labels (SemEval-style);
+    `--tag-scheme io` reads an IO-tagged CoNLL file as ingest does (FIN5-style): the same
+    sentences tagged IO and BIO score the same."""
+    scores = tmp_path / "scores.csv"
+    scores.write_text("text,score\nProfit falls sharply,-0.8\nSales slip,-0.3\nOrders rise,0.4\nRecord profit,0.9\n")
+    out = tmp_path / "s.json"
+    proc = _finpipe(
+        "evaluate", "--model", str(sentiment_model / "model"), "--test", str(scores),
+        "--label-column", "none", "--score-column", "score", "--output", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(out.read_text())
+    assert m["scored"] == 4 and "cosine" in m and "accuracy" not in m
+
+    bio = "Chen B-PER\nWei I-PER\nvisited O\nMumbai B-LOC\n. O\n\nKestrel B-ORG\nLogistics I-ORG\ngrew O\n\n"
+    io = bio.replace("B-", "I-")
+    (tmp_path / "bio.conll").write_text(bio)
+    (tmp_path / "io.conll").write_text(io)
+    as_bio = evaluate_file(ner_model / "model", tmp_path / "bio.conll", fmt="conll")
+    as_io = evaluate_file(ner_model / "model", tmp_path / "io.conll", fmt="conll", tag_scheme="io")
+    assert as_io["scored"] == 2 and as_io["micro_f1"] == as_bio["micro_f1"]
+    assert (as_io["tag_scheme"], as_io["tags_converted"]) == ("io", 3)  # Chen, Mumbai, Kestrel
+    assert (as_bio["tag_scheme"], as_bio["tags_converted"]) == ("bio", 0)
+    proc = _finpipe(
+        "evaluate", "--model", str(ner_model / "model"), "--test", str(tmp_path / "io.conll"),
+        "--format", "conll", "--tag-scheme", "io", "--output", str(tmp_path / "n.json"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "n.json").read_text())["micro_f1"] == as_bio["micro_f1"]
