@@ -36,6 +36,10 @@ class CorpusStats:
     duplicate_documents: int = 0
     empty_documents: int = 0
     sentences: int = 0
+    # documents whose id an earlier kept document already had, with other text: kept as
+    # separate documents under `<id>#2`, `<id>#3`, ... (never merged into the first)
+    colliding_ids: int = 0
+    first_colliding_ids: list[str] = field(default_factory=list)
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def bump(self, source: str, key: str, n: int = 1) -> None:
@@ -43,6 +47,21 @@ class CorpusStats:
             source, {"documents_read": 0, "documents_kept": 0, "duplicate_documents": 0, "empty_documents": 0, "sentences": 0}
         )
         counts[key] += n
+
+
+FIRST_SHOWN = 5  # colliding ids listed by name in the metrics
+
+
+def _unique_id(doc_id: str, counts: dict[bytes, int], stats: CorpusStats) -> str:
+    """doc_id, or `doc_id#n` for the n-th kept document that carries it."""
+    key = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=16).digest()  # flat memory per id
+    n = counts[key] = counts.get(key, 0) + 1
+    if n == 1:
+        return doc_id
+    stats.colliding_ids += 1
+    if len(stats.first_colliding_ids) < FIRST_SHOWN:
+        stats.first_colliding_ids.append(doc_id)
+    return f"{doc_id}#{n}"
 
 
 def sentence_batches(
@@ -55,6 +74,7 @@ def sentence_batches(
     batch_rows: int,
 ) -> Iterator[pa.RecordBatch]:
     seen: set[bytes] = set()
+    id_counts: dict[bytes, int] = {}
     cols: dict[str, list] = {name: [] for name in CORPUS_SCHEMA.names}
 
     def flush() -> pa.RecordBatch:
@@ -88,9 +108,10 @@ def sentence_batches(
         stats.bump(doc.source, "documents_kept")
         stats.sentences += len(sentences)
         stats.bump(doc.source, "sentences", len(sentences))
-        split = hashed_split(doc.doc_id, seed, dev_fraction)
+        doc_id = _unique_id(doc.doc_id, id_counts, stats)
+        split = hashed_split(doc_id, seed, dev_fraction)
         for i, sentence in enumerate(sentences):
-            cols["doc_id"].append(doc.doc_id)
+            cols["doc_id"].append(doc_id)
             cols["sent_idx"].append(i)
             cols["text"].append(sentence)
             cols["source"].append(doc.source)

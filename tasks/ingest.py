@@ -48,8 +48,17 @@ def run_corpus(cfg: CorpusIngest, root: Path, out_dir: Path) -> dict[str, Any]:
         "duplicate_documents": stats.duplicate_documents,
         "empty_documents": stats.empty_documents,
         "sentences": stats.sentences,
+        "colliding_ids": stats.colliding_ids,
+        "first_colliding_ids": stats.first_colliding_ids,
         "per_source": stats.per_source,
     }
+    if stats.colliding_ids:
+        log.warning(
+            "corpus: %d documents reuse the id of an earlier document with other text (first: %s); "
+            "kept as separate documents <id>#2, <id>#3, ...",
+            stats.colliding_ids,
+            ", ".join(stats.first_colliding_ids),
+        )
     log.info(
         "corpus: %d documents read, %d kept, %d exact duplicates dropped, %d empty, %d sentences in %.1f s",
         stats.documents_read,

@@ -193,10 +193,12 @@ def test_duplicate_ids_keep_first(tmp_path):
     assert outcome.quarantined.iloc[0]["origin"].endswith("s.jsonl:line 2")
 
 
-def test_duplicate_corpus_ids_quarantined(tmp_path):
+def test_repeated_corpus_id_is_a_second_document(tmp_path):
+    """One id, two texts: two documents (`<id>#2`), counted; nothing quarantined or merged."""
     (tmp_path / "c.csv").write_text("id,text\nA,First doc here.\nA,Second doc here.\n")
-    _, outcome, _ = corpus(tmp_path, [{"name": "c", "path": "c.csv", "id_column": "id"}])
-    assert reasons(outcome) == [["duplicate (doc_id, sent_idx)"]]
+    df, outcome, stats = corpus(tmp_path, [{"name": "c", "path": "c.csv", "id_column": "id"}])
+    assert reasons(outcome) == [] and list(df["doc_id"]) == ["c:A", "c:A#2"]
+    assert (stats.colliding_ids, stats.first_colliding_ids) == (1, ["c:A"])
 
 
 def test_directory_where_file_expected(tmp_path):

@@ -119,3 +119,23 @@ def test_run_corpus_streams_in_row_groups_and_splits_by_document(tmp_path):
     again = run_corpus(cfg, tmp_path, tmp_path / "out2")
     assert again == metrics
     assert (tmp_path / "out2" / "corpus.parquet").read_bytes() == (tmp_path / "out" / "corpus.parquet").read_bytes()
+
+
+def test_a_repeated_document_id_with_other_text_is_kept_apart_and_counted(tmp_path):
+    """Two records with one id and different text are two documents (`a`, `a#2`), each split and
+    numbered on its own; merging them would change the document split and the NSP pairs. An
+    exact repeat is still dropped as a duplicate, and does not count as a collision."""
+    rows = [
+        {"id": "a", "text": "Norvik rose. Sales fell."},
+        {"id": "a", "text": "Castellan hired staff. It opened in Oslo. Margins held."},
+        {"id": "a", "text": "Norvik rose. Sales fell."},  # exact duplicate of the first
+        {"id": "b", "text": "Orders rose."},
+    ]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = parse(CorpusIngest, {"sources": [{"name": "d", "path": "d.jsonl", "id_column": "id"}]})
+    metrics = run_corpus(cfg, tmp_path, tmp_path / "out")
+    assert metrics["duplicate_documents"] == 1 and metrics["documents_kept"] == 3
+    assert metrics["colliding_ids"] == 1 and metrics["first_colliding_ids"] == ["d:a"]
+    df = pq.read_table(tmp_path / "out" / "corpus.parquet").to_pandas()
+    assert df.groupby("doc_id")["sent_idx"].apply(list).to_dict() == {"d:a": [0, 1], "d:a#2": [0, 1, 2], "d:b": [0]}
+    assert not df.duplicated(["doc_id", "sent_idx"]).any()  # validate's uniqueness contract holds
