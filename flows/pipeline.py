@@ -176,6 +176,7 @@ def pipeline(
     logger.info("stages: %s", ", ".join(s.name for s in plan))
     outcome: dict[str, str] = {}
     original_params = apply_params_overrides(root, overrides)
+    failed = True
     try:
         stale = None if force else stale_stages(root)
         stage_task = run_stage.with_options(
@@ -190,18 +191,13 @@ def pipeline(
             if state.is_failed():
                 state.result()  # raises the stage's error: the flow fails with its message
             outcome[stage.name] = "ran" if state.result()["ran"] else "skipped"
-    except BaseException:
-        if original_params is not None and not any(v == "ran" for v in outcome.values()):
-            # the first stage to run failed under the overrides: back to the params and the
-            # outputs (DVC removed the failed stage's before running it) the workspace had
-            restore_params(root, original_params)
-            original_params = None
-            restore_outputs(root)
-        raise
+        failed = False
     finally:
         ran = any(v == "ran" for v in outcome.values())
         if original_params is not None and not ran:
             restore_params(root, original_params)  # nothing ran under the overrides: nothing to keep in step
+            if failed:  # DVC removed the failed stage's outputs before running it: bring them back
+                restore_outputs(root)
         elif original_params is not None:
             logger.info(
                 "params.yaml keeps the overrides %s (dvc.lock and the outputs were made with them); "

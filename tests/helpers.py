@@ -14,6 +14,13 @@ from finpipe.schemas import Outcome
 from finpipe.sentence_rows import CorpusStats, sentence_batches
 from finpipe.validation import validate_corpus, validate_ner, validate_sentiment
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_present() -> bool:
+    """The folder profiles/real.yaml reads (../shared/data): its input paths exist only there."""
+    return (REPO.parent / "shared" / "data").is_dir()
+
 
 def sentiment(path: Path, validate: dict[str, Any] | None = None, **spec: Any) -> tuple[Any, Outcome]:
     spec.setdefault("path", path.name)

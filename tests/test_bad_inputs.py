@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import corpus, ner, reasons, sentiment
+from helpers import corpus, ner, real_data_present, reasons, sentiment
 
 from finpipe.config import load_params
 from finpipe.errors import UserError
@@ -258,8 +258,8 @@ def test_params_unknown_section(tmp_path, repo):
 
 def test_shipped_params_and_profiles_load(repo):
     assert load_params(repo / "params.yaml").validate.max_bad_fraction == 0.01
-    real_data = (repo.parent / "shared" / "data").is_dir()  # where profiles/real.yaml reads
-    assert "fpb50" in load_params(repo / "profiles" / "real.yaml", check_paths=real_data).ingest.sentiment.datasets
+    real = load_params(repo / "profiles" / "real.yaml", check_paths=real_data_present())
+    assert "fpb50" in real.ingest.sentiment.datasets
 
 
 def test_quarantine_keeps_origin_for_every_row(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import real_data_present
 
 from finpipe.config import load_params
 from finpipe.errors import UserError
@@ -25,6 +26,15 @@ def _load(tmp_path, params: dict, root=REPO, **kw):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return load_params(path, root=root, **kw)
+
+
+def _refused(tmp_path, shipped: dict, change) -> tuple[dict, str]:
+    """The shipped params with `change` applied, and the one-line error loading them gives."""
+    params = copy.deepcopy(shipped)
+    change(params)
+    with pytest.raises(UserError) as err:
+        _load(tmp_path, params)
+    return params, str(err.value)
 
 
 CASES = [
@@ -52,12 +62,9 @@ CASES = [
 
 @pytest.mark.parametrize(("change", "message"), CASES)
 def test_cross_section_mistakes_stop_the_load(tmp_path, shipped, change, message):
-    params = copy.deepcopy(shipped)
-    change(params)
-    with pytest.raises(UserError) as err:
-        _load(tmp_path, params)
-    assert message in str(err.value)
-    assert "\n" not in str(err.value)
+    _, refusal = _refused(tmp_path, shipped, change)
+    assert message in refusal
+    assert "\n" not in refusal
 
 
 def test_a_model_level_error_names_the_rule_without_dumping_the_section(tmp_path, shipped):
@@ -71,8 +78,7 @@ def test_a_model_level_error_names_the_rule_without_dumping_the_section(tmp_path
 
 def test_shipped_params_pass(repo):
     load_params(repo / "params.yaml")
-    real_data = (repo.parent / "shared" / "data").is_dir()  # where profiles/real.yaml reads
-    load_params(repo / "profiles" / "real.yaml", check_paths=real_data)
+    load_params(repo / "profiles" / "real.yaml", check_paths=real_data_present())
 
 
 def _datasets(p: dict, kind: str) -> dict:
@@ -138,11 +144,8 @@ PATH_CASES = [
 
 @pytest.mark.parametrize(("change", "message"), PATH_CASES)
 def test_missing_inputs_stop_the_load(tmp_path, shipped, change, message):
-    params = copy.deepcopy(shipped)
-    change(params)
-    with pytest.raises(UserError) as err:
-        _load(tmp_path, params)
-    assert str(err.value) == f"{tmp_path / 'params.yaml'}: {message}"
+    params, refusal = _refused(tmp_path, shipped, change)
+    assert refusal == f"{tmp_path / 'params.yaml'}: {message}"
     _load(tmp_path, params, check_paths=False)  # `finpipe check` reads a file not in place yet
 
 

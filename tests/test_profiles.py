@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import real_data_present
 
 from finpipe.config import load_params
 
@@ -30,8 +31,7 @@ def _has(data: dict, dotted: str) -> bool:
 def test_params_file_has_every_tracked_key(tmp_path, params_file):
     # every key known, every value valid; the real profile's input folders exist only where
     # the real data sets do (../shared/data), so its paths are checked only there
-    real_data = (REPO.parent / "shared" / "data").is_dir()
-    load_params(REPO / params_file, check_paths=params_file == "params.yaml" or real_data)
+    load_params(REPO / params_file, check_paths=params_file == "params.yaml" or real_data_present())
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / params_file, tmp_path / "params.yaml")
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
