@@ -226,6 +226,11 @@ class PretrainModel:
     head_warmup_steps: int = Field(default=10, ge=0)
     # add the N most frequent corpus words that the tokenizer splits into several pieces
     extend_vocab: int = Field(default=0, ge=0)
+    # the "before" of the held-out metrics when the heads are new: `budget` trains them on the
+    # frozen base encoder for as many steps as the whole run (so before/after differ only in
+    # what the encoder learned); `warmup` stops after head_warmup_steps (cheaper, flatters the
+    # adapted model: much of its gain is then the heads fitting)
+    before_heads: Literal["budget", "warmup"] = "budget"
 
     @model_validator(mode="after")
     def _heads(self) -> PretrainModel:
@@ -243,6 +248,10 @@ class PretrainData:
     mlm_probability: float = Field(default=0.15, gt=0.0, lt=1.0)
     whole_word_mask: bool = False
     dupe_factor: int = Field(default=1, ge=1)  # passes over the corpus with different pairings
+    # static: one set of masks per example for the whole run (BERT); dynamic: fresh masks every
+    # epoch (RoBERTa), seeded by (seed, epoch, example) so a resumed run stays identical. The
+    # first epoch's masks are the same either way
+    masking: Literal["static", "dynamic"] = "dynamic"
     max_eval_examples: int = Field(default=256, ge=1)
     seed: int = 13
 
@@ -276,6 +285,9 @@ class PretrainTrain(TrainBase):
     # per-element bernoulli_; the same p and seeding, and no effect on GPUs or on evaluation
     bulk_dropout: bool = True
     save_steps: int = Field(default=20, ge=1)
+    # forgetting control: weight of the L2-SP penalty (Li et al. 2018), l2sp / 2 * the squared
+    # distance of the encoder's weights from where the run started; 0 = off
+    l2sp: float = Field(default=0.0, ge=0.0)
 
 
 @dataclass(config=_STRICT)
@@ -283,6 +295,54 @@ class Pretrain:
     model: PretrainModel = PretrainModel()
     data: PretrainData = PretrainData()
     train: PretrainTrain = PretrainTrain()
+
+
+@dataclass(config=_STRICT)
+class TaptModel:
+    """What TAPT takes from pretrain.model; the starting encoder is models/<start>."""
+
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    head_warmup_steps: int = Field(default=10, ge=0)  # models/base has no pretraining heads
+    before_heads: Literal["budget", "warmup"] = "budget"
+
+
+@dataclass(config=_STRICT)
+class TaptData(PretrainData):
+    # a task's texts are single sentences or headlines: masked LM only, one text per example
+    nsp: bool = False
+    max_seq_length: int = Field(default=64, ge=8)
+
+
+@dataclass(config=_STRICT)
+class TaptTrain(PretrainTrain):
+    # Gururangan et al. 2020 train 100 epochs at lr 1e-4 (batch 256) on a few thousand texts;
+    # the embedded default keeps to a few epochs
+    learning_rate: float = Field(default=1e-4, gt=0.0)
+    max_steps: int = Field(default=-1, ge=-1)
+    num_epochs: float = Field(default=3.0, gt=0.0)
+    save_steps: int = Field(default=50, ge=1)
+
+
+@dataclass(config=_STRICT)
+class Tapt:
+    """Task-adaptive pretraining: masked LM on each fine-tuning task's own train-split texts
+    (never dev or test), from models/base (variant `base-tapt`) and/or models/adapted
+    (`adapted-tapt`, i.e. DAPT then TAPT). An empty `starts` turns it off."""
+
+    starts: list[Literal["base", "adapted"]] = Field(default_factory=lambda: ["base", "adapted"])
+    model: TaptModel = TaptModel()
+    data: TaptData = TaptData()
+    train: TaptTrain = TaptTrain()
+
+    @model_validator(mode="after")
+    def _unique_starts(self) -> Tapt:
+        if len(set(self.starts)) != len(self.starts):
+            raise ValueError(f"starts must not repeat, got {self.starts}")
+        return self
+
+    @property
+    def variants(self) -> list[str]:
+        return [f"{start}-tapt" for start in self.starts]
 
 
 @dataclass(config=_STRICT)
@@ -411,6 +471,8 @@ class Evaluate:
     # below this many test items, or with one seed per variant, a verdict is called weak evidence
     min_test_items: int = Field(default=200, ge=1)
     min_seeds: int = Field(default=2, ge=1)
+    # one line at the top of the report, e.g. that its numbers come from synthetic data
+    note: str | None = None
 
 
 @dataclass(config=_STRICT)
@@ -421,8 +483,14 @@ class Params:
     ingest: Ingest
     validate: Validate
     pretrain: Pretrain = Pretrain()
+    tapt: Tapt = Tapt()
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()
+
+    @property
+    def variants(self) -> list[str]:
+        """Every fine-tuning start: finetune.variants, then the TAPT ones (<start>-tapt)."""
+        return [*self.finetune.variants, *self.tapt.variants]
 
 
 T = TypeVar("T")
