@@ -156,7 +156,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("evaluate needs --report FILE.md (the HTML report is written beside it)")
     evaluate.run(
         params.evaluate,
-        declared_runs(params.finetune),
+        declared_runs(params),
         Path(args.predictions),
         Path(args.reports),
         Path(args.report),

@@ -1,26 +1,38 @@
-"""Adapted vs base on the test sets: the fine-tuning runs' predictions read back, metrics per
-run, seed means, the paired two-level bootstrap of the difference, and the flat/summary forms
-DVC shows. The evaluate stage (tasks/evaluate.py) writes what this computes."""
+"""Every fine-tuning variant vs base on the test sets: the fine-tuning runs' predictions read
+back, metrics per run, seed means, the paired two-level bootstrap of each variant - base, the
+task's winner, and the flat/summary forms DVC shows. The evaluate stage (tasks/evaluate.py)
+writes what this computes.
+
+Variants: `base` (the base model, no domain pretraining: the reference every other variant is
+compared with), `adapted` (DAPT), `base-tapt` and `adapted-tapt` (TAPT from either start). A
+run's folder is `<variant>-s<seed>`; a variant name may contain '-', so the seed is the last
+`-s<digits>` (split_run)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from finpipe.config import Evaluate, Finetune
+from finpipe.config import Evaluate, Params
 from finpipe.errors import UserError
 from finpipe.finetune import metrics as fm
 
 log = logging.getLogger(__name__)
 
-# the metrics the adapted - base difference is bootstrapped for, per kind of output
+# the variant every other one is compared with: the base model without domain pretraining
+REFERENCE = "base"
+# how tables, files and plots list the variants: the reference, then by how much
+# pretraining each adds (finetune.variants and tapt.starts may list them in any order)
+VARIANT_ORDER = (REFERENCE, "adapted", "base-tapt", "adapted-tapt")
+# the metrics each variant - base difference is bootstrapped for, per kind of output
 PRIMARY = {"classes": ["macro_f1", "accuracy"], "score": ["cosine"], "ner": ["micro_f1", "macro_f1"]}
 HEADLINE = {"classes": "macro_f1", "score": "cosine", "ner": "micro_f1"}
 # correlations are undefined (null in the metrics) when gold or prediction is constant
@@ -37,13 +49,33 @@ class Run:
     rows: list[dict[str, Any]]
 
 
-def declared_runs(finetune: Finetune) -> list[str]:
+# greedy: `base-tapt-s13` is variant `base-tapt`, seed 13 (the last -s<digits>)
+_RUN_NAME = re.compile(r"(?P<variant>.+)-s(?P<seed>[0-9]+)")
+
+
+def run_name(variant: str, seed: int) -> str:
+    """A run's folder name (predictions, fine-tuning reports, models) and its per-run key."""
+    return f"{variant}-s{seed}"
+
+
+def split_run(name: str) -> tuple[str, int]:
+    """(variant, seed) of a run name `<variant>-s<seed>`; the variant may itself contain '-'
+    (`adapted-tapt-s13`), so the seed is the last `-s<digits>`."""
+    match = _RUN_NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a run name <variant>-s<seed>")
+    return match["variant"], int(match["seed"])
+
+
+def declared_runs(params: Params) -> list[str]:
     """The prediction folders (<kind>/<task>/<variant>-s<seed>) of exactly the fine-tuning
-    stages that params declare: the DVC matrix over tasks x variants x seeds."""
+    stages that params declare: the DVC matrix over tasks x variants (finetune.variants, then
+    one `<start>-tapt` per tapt.starts) x seeds."""
+    finetune = params.finetune
     out = []
     for kind, tasks in (("sentiment", finetune.sentiment.tasks), ("ner", finetune.ner.tasks)):
         for task in tasks:
-            out += [f"{kind}/{task}/{v}-s{seed}" for v in finetune.variants for seed in finetune.seeds]
+            out += [f"{kind}/{task}/{run_name(v, seed)}" for v in params.variants for seed in finetune.seeds]
     return out
 
 
@@ -67,6 +99,7 @@ def load_runs(root: Path, declared: Sequence[str]) -> dict[tuple[str, str], list
     runs: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for rel in sorted(declared):
         meta = json.loads((root / rel / "meta.json").read_text(encoding="utf-8"))
+        _check_identity(root, rel, meta)
         test = root / rel / "test.jsonl"
         rows = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines() if line.strip()]
         runs[(meta["kind"], meta["task"])].append(Run(meta["kind"], meta["task"], meta["variant"], int(meta["seed"]), meta, rows))
@@ -81,6 +114,19 @@ def load_runs(root: Path, declared: Sequence[str]) -> dict[tuple[str, str], list
         if not ids:
             raise UserError(f"{kind}/{task}: the test split is empty; set test_fraction in the ingest params")
     return runs
+
+
+def _check_identity(root: Path, rel: str, meta: dict[str, Any]) -> None:
+    """The folder <kind>/<task>/<variant>-s<seed> must hold that run: a run filed under another
+    variant's name would be compared as that variant."""
+    kind, task, name = rel.split("/")
+    variant, seed = split_run(name)
+    says = (meta.get("kind"), meta.get("task"), meta.get("variant"), str(meta.get("seed")))
+    if says != (kind, task, variant, str(seed)):
+        raise UserError(
+            f"{root / rel}/meta.json describes {says[0]}/{says[1]}/{says[2]}-s{says[3]}, not {rel}; "
+            f"rerun that fine-tuning stage (dvc repro)"
+        )
 
 
 # --- per-run arrays and metrics ------------------------------------------------------------
@@ -183,70 +229,114 @@ def _seed_mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return round(float(np.mean(defined)), 6), round(std, 6)
 
 
+def variant_order(variants: Iterable[str]) -> list[str]:
+    """The variants, each once, in VARIANT_ORDER (an unknown name after those, by name)."""
+    rank = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    return sorted(set(variants), key=lambda v: (rank.get(v, len(rank)), v))
+
+
+def _by_variant(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs per variant (in variant_order: base first), seeds ascending."""
+    return {v: sorted((r for r in runs if r.variant == v), key=lambda r: r.seed) for v in variant_order(r.variant for r in runs)}
+
+
+def _variant_stats(group: list[Run], per_run: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values: dict[str, list[float]] = defaultdict(list)
+    for r in group:
+        for k, v in _scalars(per_run[run_name(r.variant, r.seed)]).items():
+            values[k].append(v)
+    return {
+        "seeds": [r.seed for r in group],
+        "mean": {k: _seed_mean_std(v)[0] for k, v in values.items()},
+        "std": {k: _seed_mean_std(v)[1] for k, v in values.items()},
+    }
+
+
+def _compare(
+    kinds: list[str], group: list[Run], base: list[Run], arrays: dict[str, Any], n_labels: int, cfg: Evaluate
+) -> dict[str, Any]:
+    """{metric: paired bootstrap of variant - base} over the PRIMARY metrics of each output,
+    with the per-seed differences where both variants ran the seed."""
+    v_runs = [arrays[run_name(r.variant, r.seed)] for r in group]
+    b_runs = [arrays[run_name(r.variant, r.seed)] for r in base]
+    # seeds pair (one draw keeps a seed's two runs together) only when both ran the same seeds
+    paired = [r.seed for r in group] == [r.seed for r in base]
+    shared = sorted({r.seed for r in group} & {r.seed for r in base})
+    n_all = len(group[0].rows)
+    out: dict[str, Any] = {}
+    for output in kinds:
+        for metric in PRIMARY[output]:
+            stat, n = statistic(output, metric, n_labels), n_all
+            if output == "score":  # rows without a gold score are left out of the score metrics
+                known = np.flatnonzero(~np.isnan(v_runs[0]["gold_score"]))
+                stat, n = _on_items(stat, known), len(known)
+            result = fm.paired_bootstrap(
+                stat,
+                v_runs,
+                b_runs,
+                n,
+                resamples=cfg.bootstrap_resamples,
+                seed=cfg.seed,
+                confidence=cfg.confidence,
+                paired_seeds=paired,
+            )
+            everything = np.arange(n)
+            result["per_seed"] = {
+                str(s): round(
+                    stat(everything, arrays[run_name(group[0].variant, s)]) - stat(everything, arrays[run_name(REFERENCE, s)]),
+                    6,
+                )
+                for s in shared
+            }
+            out[metric] = result
+    return out
+
+
+def _winner(variants: dict[str, Any], metric: str) -> str | None:
+    """The variant with the best mean headline metric (every headline is higher-is-better),
+    base included; on a tie base wins, since nothing then beat it. None when the metric is
+    undefined for every variant."""
+    scored = {v: x["mean"].get(metric) for v, x in variants.items() if x["mean"].get(metric) is not None}
+    if not scored:
+        return None
+    return max(scored, key=lambda v: (scored[v], v == REFERENCE))
+
+
 def summarise(runs: list[Run], cfg: Evaluate) -> dict[str, Any]:
-    by_variant: dict[str, list[Run]] = defaultdict(list)
-    for run in sorted(runs, key=lambda r: (r.variant, r.seed)):
-        by_variant[run.variant].append(run)
-    per_run = {f"{r.variant}-s{r.seed}": run_metrics(r) for r in runs}
-    variants: dict[str, Any] = {}
-    for variant, group in by_variant.items():
-        values: dict[str, list[float]] = defaultdict(list)
-        for r in group:
-            for k, v in _scalars(per_run[f"{r.variant}-s{r.seed}"]).items():
-                values[k].append(v)
-        variants[variant] = {
-            "seeds": [r.seed for r in group],
-            "mean": {k: _seed_mean_std(v)[0] for k, v in values.items()},
-            "std": {k: _seed_mean_std(v)[1] for k, v in values.items()},
-        }
+    """One task: metrics per run, mean/std per variant, each variant - base (paired bootstrap;
+    `comparison` is {variant: {metric: result}}, empty without a base variant) and the winner."""
+    by_variant = _by_variant(runs)
+    per_run = {run_name(r.variant, r.seed): run_metrics(r) for group in by_variant.values() for r in group}
+    variants = {v: _variant_stats(group, per_run) for v, group in by_variant.items()}
     first = runs[0]
     kinds = outputs(first)
+    headline = HEADLINE["ner" if first.kind == "ner" else ("classes" if "classes" in kinds else "score")]
     comparison: dict[str, Any] = {}
-    if "adapted" in by_variant and "base" in by_variant:
-        arrays = {f"{r.variant}-s{r.seed}": bootstrap_arrays(r) for r in runs}
-        k = len(first.meta.get("labels", []))
-        a_runs = [arrays[f"adapted-s{r.seed}"] for r in by_variant["adapted"]]
-        b_runs = [arrays[f"base-s{r.seed}"] for r in by_variant["base"]]
-        paired_seeds = sorted({r.seed for r in by_variant["adapted"]} & {r.seed for r in by_variant["base"]})
-        for output in kinds:
-            for metric in PRIMARY[output]:
-                stat = statistic(output, metric, k)
-                n = len(first.rows)
-                if output == "score":  # rows without a gold score are left out of the score metrics
-                    known = np.flatnonzero(~np.isnan(a_runs[0]["gold_score"]))
-                    stat = _on_items(stat, known)
-                    n = len(known)
-                result = fm.paired_bootstrap(
-                    stat,
-                    a_runs,
-                    b_runs,
-                    n,
-                    resamples=cfg.bootstrap_resamples,
-                    seed=cfg.seed,
-                    confidence=cfg.confidence,
-                    paired_seeds=[r.seed for r in by_variant["adapted"]] == [r.seed for r in by_variant["base"]],
-                )
-                result["per_seed"] = {
-                    str(s): round(stat(np.arange(n), arrays[f"adapted-s{s}"]) - stat(np.arange(n), arrays[f"base-s{s}"]), 6)
-                    for s in paired_seeds
-                }
-                comparison[metric] = result
+    if REFERENCE in by_variant:
+        arrays = {run_name(r.variant, r.seed): bootstrap_arrays(r) for r in runs}
+        n_labels = len(first.meta.get("labels", []))
+        for v, group in by_variant.items():
+            if v != REFERENCE:
+                comparison[v] = _compare(kinds, group, by_variant[REFERENCE], arrays, n_labels, cfg)
     return {
         "kind": first.kind,
         "task": first.task,
         "dataset": first.meta.get("dataset"),
         "outputs": kinds,
-        "headline": HEADLINE["ner" if first.kind == "ner" else ("classes" if "classes" in kinds else "score")],
+        "headline": headline,
         "test_items": len(first.rows),
         "variants": variants,
         "per_run": per_run,
         "comparison": comparison,
+        "winner": _winner(variants, headline),
     }
 
 
 def flat(summaries: list[dict[str, Any]]) -> dict[str, float]:
-    """`task/variant/metric` keys (mean over seeds), `_std`, per seed, `task/delta/metric`, and
-    `task/delta`: adapted - base on the task's headline metric."""
+    """`task/variant/metric` keys (mean over seeds), `_std`, per run (`task/<variant>-s<seed>/
+    metric`), and per variant compared with base: `task/variant/delta` (variant - base on the
+    task's headline metric: `dvc exp show --keep '.*/delta$'` gives one column per task and
+    variant) and `task/variant/delta_<metric>` with `_ci_low` / `_ci_high` per compared metric."""
     out: dict[str, float] = {}
     for s in summaries:
         task = s["task"]
@@ -258,28 +348,44 @@ def flat(summaries: list[dict[str, Any]]) -> dict[str, float]:
         for run, m in s["per_run"].items():
             for k, val in _scalars(m).items():
                 out[f"{task}/{run}/{k}"] = val
-        if s["headline"] in s["comparison"]:  # short and unique: `dvc exp show --keep '/delta$'`
-            out[f"{task}/delta"] = s["comparison"][s["headline"]]["difference"]
-        for metric, c in s["comparison"].items():
-            out[f"{task}/delta/{metric}"] = c["difference"]
-            out[f"{task}/delta/{metric}_ci_low"] = c["ci_low"]
-            out[f"{task}/delta/{metric}_ci_high"] = c["ci_high"]
+        for variant, by_metric in s["comparison"].items():
+            if s["headline"] in by_metric:
+                out[f"{task}/{variant}/delta"] = by_metric[s["headline"]]["difference"]
+            for metric, c in by_metric.items():
+                out[f"{task}/{variant}/delta_{metric}"] = c["difference"]
+                out[f"{task}/{variant}/delta_{metric}_ci_low"] = c["ci_low"]
+                out[f"{task}/{variant}/delta_{metric}_ci_high"] = c["ci_high"]
     return out
 
 
-def task_summary(s: dict[str, Any]) -> dict[str, Any]:
-    """One row per task for `dvc metrics show reports/evaluate/summary`: the headline metric of
-    each variant and adapted - base with its interval. Every task's file has the same keys, so
-    DVC prints the tasks as rows of eight columns instead of every metric as a column."""
+def pair_seeds(s: dict[str, Any], variant: str) -> int:
+    """The fewer seeds of the variant and base (the variant's own without base): what a
+    verdict on variant - base rests on."""
+    counts = [len(s["variants"][v]["seeds"]) for v in (variant, REFERENCE) if v in s["variants"]]
+    return min(counts)
+
+
+def task_summaries(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{variant: row} for `dvc metrics show reports/evaluate/summary`, one per variant other
+    than base: its headline score, base's, variant - base with its interval, and whether it is
+    the task's winner. Every row has the same keys, so DVC prints the files as rows of nine
+    columns instead of every metric as a column."""
     metric = s["headline"]
-    comparison = s["comparison"].get(metric, {})
-    return {
-        "metric": metric,
-        "adapted": s["variants"].get("adapted", {}).get("mean", {}).get(metric),
-        "base": s["variants"].get("base", {}).get("mean", {}).get(metric),
-        "delta": comparison.get("difference"),
-        "ci_low": comparison.get("ci_low"),
-        "ci_high": comparison.get("ci_high"),
-        "n_test": s["test_items"],  # short: the table stays within 120 columns
-        "seeds": min(len(v["seeds"]) for v in s["variants"].values()),
-    }
+    base = s["variants"].get(REFERENCE)
+    rows = {}
+    for variant, v in s["variants"].items():
+        if variant == REFERENCE:
+            continue
+        c = s["comparison"].get(variant, {}).get(metric, {})
+        rows[variant] = {
+            "metric": metric,
+            "score": v["mean"].get(metric),
+            "base": base["mean"].get(metric) if base else None,
+            "delta": c.get("difference"),
+            "ci_low": c.get("ci_low"),
+            "ci_high": c.get("ci_high"),
+            "n_test": s["test_items"],  # short names: the table stays narrow
+            "seeds": pair_seeds(s, variant),
+            "best": int(s["winner"] == variant),
+        }
+    return rows

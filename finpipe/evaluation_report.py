@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from finpipe.config import Evaluate
+from finpipe.evaluation import REFERENCE, pair_seeds, run_name, split_run, variant_order
 
 Block = tuple[str, Any]
 
@@ -33,12 +34,12 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
-def _weak_evidence(s: dict[str, Any], cfg: Evaluate) -> list[str]:
-    """Why a verdict on this task rests on little: too few test items, too few seeds."""
+def _weak_evidence(s: dict[str, Any], cfg: Evaluate, variant: str) -> list[str]:
+    """Why a verdict on variant - base rests on little: too few test items, too few seeds."""
     why = []
     if s["test_items"] < cfg.min_test_items:
         why.append(f"only {s['test_items']} test items (evaluate.min_test_items: {cfg.min_test_items})")
-    seeds = min(len(v["seeds"]) for v in s["variants"].values())
+    seeds = pair_seeds(s, variant)
     if seeds < cfg.min_seeds:
         why.append(
             f"{seeds} seed{'s' if seeds != 1 else ''} per variant, so seed-to-seed variation is not in the interval"
@@ -48,11 +49,11 @@ def _weak_evidence(s: dict[str, Any], cfg: Evaluate) -> list[str]:
     return why
 
 
-def _verdict(c: dict[str, Any], weak: list[str] | None = None) -> str:
+def _verdict(c: dict[str, Any], variant: str, weak: list[str] | None = None) -> str:
     if not c["excludes_zero"]:
         verdict = "the interval includes zero: no evidence of a difference"
     else:
-        verdict = "the interval excludes zero: adapted is " + ("better" if c["difference"] > 0 else "worse")
+        verdict = f"the interval excludes zero: {variant} is " + ("better" if c["difference"] > 0 else "worse")
     if weak and c["excludes_zero"]:
         return (
             f"{verdict}, but the evidence is weak: {'; '.join(weak)}. Add seeds (finetune.seeds) and test items before concluding"
@@ -62,88 +63,148 @@ def _verdict(c: dict[str, Any], weak: list[str] | None = None) -> str:
     return verdict
 
 
+def _verdict_cell(c: dict[str, Any], weak: list[str]) -> str:
+    """The verdict in a table cell: what the interval says, and the weak-evidence flag."""
+    verdict = ("excludes zero: " + ("better" if c["difference"] > 0 else "worse")) if c["excludes_zero"] else "includes zero"
+    return f"{verdict}; weak evidence: {'; '.join(weak)}" if weak else verdict
+
+
 def _levels(c: dict[str, Any]) -> str:
     return c.get("resampled", "test items")
 
 
-def headline(s: dict[str, Any], cfg: Evaluate) -> str:
+def _ci(c: dict[str, Any], cfg: Evaluate) -> str:
+    return f"{int(round(cfg.confidence * 100))}% CI [{_fmt(c['ci_low'], True)}, {_fmt(c['ci_high'], True)}]"
+
+
+def _mean_std(v: dict[str, Any], metric: str) -> str:
+    """A variant's seed mean, with the std over seeds where it had more than one."""
+    m, sd = v["mean"].get(metric), v["std"].get(metric)
+    return f"{_fmt(m)} ± {_fmt(sd)}" if len(v["seeds"]) > 1 else _fmt(m)
+
+
+def winner_line(s: dict[str, Any], cfg: Evaluate) -> str:
+    """Which variant has the best mean headline metric, and what its gain over base is worth."""
     metric = s["headline"]
+    name = NAMES.get(metric, metric)
+    winner = s["winner"]
+    if REFERENCE not in s["variants"]:
+        means = ", ".join(f"{v} {_fmt(x['mean'].get(metric))}" for v, x in s["variants"].items())
+        return f"{name} {means} (no {REFERENCE} variant to compare with)"
+    if winner is None or winner == REFERENCE:
+        return f"no variant beat {REFERENCE} on {name} ({REFERENCE} {_fmt(s['variants'][REFERENCE]['mean'].get(metric))})"
+    c = s["comparison"][winner][metric]
+    return (
+        f"winner: {winner} ({_fmt(c['difference'], True)} {name} over {REFERENCE}, {_ci(c, cfg)}; "
+        f"bootstrap over {_levels(c)}); {_verdict(c, winner, _weak_evidence(s, cfg, winner))}"
+    )
+
+
+def headline(s: dict[str, Any], cfg: Evaluate) -> str:
     label = f"**{s['task']}** ({s['kind']}, {s['test_items']} test items"
     seeds = {v: len(x["seeds"]) for v, x in s["variants"].items()}
     label += f", seeds per variant: {', '.join(f'{v} {n}' for v, n in seeds.items())})"
-    c = s["comparison"].get(metric)
-    if c is None:
-        means = ", ".join(f"{v} {_fmt(x['mean'].get(metric))}" for v, x in s["variants"].items())
-        return f"{label}: {NAMES.get(metric, metric)} {means} (no adapted/base pair to compare)"
+    return f"{label}: {winner_line(s, cfg)}"
+
+
+def _headline_table(s: dict[str, Any], cfg: Evaluate) -> Block:
+    """Each variant's headline mean, its difference from base with the interval, the verdict
+    (with the weak-evidence flag)."""
+    metric = s["headline"]
     pct = int(round(cfg.confidence * 100))
-    return (
-        f"{label}: domain pretraining changed {NAMES.get(metric, metric)} by {_fmt(c['difference'], True)} "
-        f"({pct}% CI {_fmt(c['ci_low'], True)} to {_fmt(c['ci_high'], True)}; bootstrap over {_levels(c)}); "
-        f"{_verdict(c, _weak_evidence(s, cfg))}"
-    )
+    rows = []
+    for v, x in s["variants"].items():
+        c = s["comparison"].get(v, {}).get(metric)
+        if v == REFERENCE:
+            rows.append([f"{v} (reference)", _mean_std(x, metric), "", "", ""])
+        elif c is None:
+            rows.append([v, _mean_std(x, metric), "n/a", "n/a", f"no {REFERENCE} variant to compare with"])
+        else:
+            ci = f"[{_fmt(c['ci_low'], True)}, {_fmt(c['ci_high'], True)}]"
+            rows.append([v, _mean_std(x, metric), _fmt(c["difference"], True), ci, _verdict_cell(c, _weak_evidence(s, cfg, v))])
+    name = NAMES.get(metric, metric)
+    header = ["variant", f"{name} (mean ± std over seeds)", f"− {REFERENCE}", f"{pct}% CI", "the interval"]
+    return ("table", (header, rows))
+
+
+def _metrics_table(s: dict[str, Any]) -> Block:
+    """Every metric (rows) of every variant (columns), means over seeds."""
+    variants = list(s["variants"])
+    keys = [k for k in NAMES if any(k in s["variants"][v]["mean"] for v in variants)]
+    keys += sorted({k for v in variants for k in s["variants"][v]["mean"] if k.startswith("f1_")})
+    rows = [[NAMES.get(k, k), *[_mean_std(s["variants"][v], k) for v in variants]] for k in keys]
+    return ("table", (["metric (test)", *variants], rows))
+
+
+def _differences_table(s: dict[str, Any], cfg: Evaluate) -> Block:
+    """Each variant - base on every compared metric: the bootstrap's estimate and interval,
+    and the difference per seed (same seed, same test set) where both ran it."""
+    pct = int(round(cfg.confidence * 100))
+    seeds = sorted({x for by in s["comparison"].values() for c in by.values() for x in c["per_seed"]}, key=int)
+    rows = [
+        [
+            v,
+            NAMES.get(m, m),
+            _fmt(c["difference"], True),
+            f"[{_fmt(c['ci_low'], True)}, {_fmt(c['ci_high'], True)}]",
+            *[_fmt(c["per_seed"].get(x), True) for x in seeds],
+        ]
+        for v, by in s["comparison"].items()
+        for m, c in by.items()
+    ]
+    return ("table", (["variant", "metric", f"− {REFERENCE}", f"{pct}% CI", *[f"seed {x}" for x in seeds]], rows))
+
+
+def _baselines_table(summaries: Sequence[dict[str, Any]], cfg: Evaluate) -> Block:
+    by_task = {s["task"]: s for s in summaries}
+    variants = variant_order(v for s in summaries for v in s["variants"])
+    rows = []
+    for b in cfg.baselines:
+        s = by_task.get(b.task)
+        ours = [_fmt(s["variants"][v]["mean"].get(b.metric)) if s and v in s["variants"] else "n/a" for v in variants]
+        rows.append([b.task, NAMES.get(b.metric, b.metric), _fmt(b.value), *ours, b.source])
+    return ("table", (["task", "metric", "published", *[f"ours ({v})" for v in variants], "source"], rows))
 
 
 def blocks(summaries: Sequence[dict[str, Any]], cfg: Evaluate, images: dict[str, str] | None = None) -> list[Block]:
     images = images or {}
-    out: list[Block] = [("h1", "What domain pretraining bought"), ("ul", [headline(s, cfg) for s in summaries])]
-    pct = int(round(cfg.confidence * 100))
+    out: list[Block] = [("h1", "What domain pretraining bought")]
+    if cfg.note:  # e.g. that the numbers come from synthetic data: read before any number
+        out.append(("p", f"**Note:** {cfg.note}"))
+    out.append(("ul", [headline(s, cfg) for s in summaries]))
     for s in summaries:
         out.append(("h2", f"{s['task']} ({s['kind']}, dataset {s['dataset']})"))
-        variants = list(s["variants"])
-        keys = [k for k in NAMES if any(k in s["variants"][v]["mean"] for v in variants)]
-        keys += sorted({k for v in variants for k in s["variants"][v]["mean"] if k.startswith("f1_")})
-        rows = []
-        for k in keys:
-            row = [NAMES.get(k, k)]
-            for v in variants:
-                m, sd = s["variants"][v]["mean"].get(k), s["variants"][v]["std"].get(k)
-                row.append(f"{_fmt(m)} ± {_fmt(sd)}" if len(s["variants"][v]["seeds"]) > 1 else _fmt(m))
-            c = s["comparison"].get(k)
-            row += [_fmt(c["difference"], True), f"[{_fmt(c['ci_low'], True)}, {_fmt(c['ci_high'], True)}]"] if c else ["", ""]
-            rows.append(row)
-        header = ["metric (test)", *[f"{v} (mean ± std over seeds)" for v in variants], "adapted − base", f"{pct}% CI"]
-        out.append(("table", (header, rows)))
+        out.append(("p", winner_line(s, cfg)))
+        out.append(_headline_table(s, cfg))
+        out.append(("p", "Every metric, mean ± std over seeds:"))
+        out.append(_metrics_table(s))
         if s["comparison"]:
-            seeds = sorted({seed for c in s["comparison"].values() for seed in c["per_seed"]}, key=int)
-            out.append(("p", "Adapted − base per seed (same seed, same test set):"))
-            out.append(
-                (
-                    "table",
-                    (
-                        ["metric", *[f"seed {x}" for x in seeds]],
-                        [
-                            [NAMES.get(m, m), *[_fmt(c["per_seed"].get(x), True) for x in seeds]]
-                            for m, c in s["comparison"].items()
-                        ],
-                    ),
-                )
-            )
+            out.append(("p", f"Each variant − {REFERENCE}, with the difference per seed (same seed, same test set):"))
+            out.append(_differences_table(s, cfg))
         for key in (f"{s['task']}-confusion", f"{s['task']}-per-class", f"{s['task']}-curves"):
             if key in images:
                 out.append(("img", (key, images[key])))
     if cfg.baselines:
         out.append(("h2", "Published baselines"))
-        by_task = {s["task"]: s for s in summaries}
-        rows = []
-        for b in cfg.baselines:
-            s = by_task.get(b.task)
-            ours = [
-                _fmt(s["variants"][v]["mean"].get(b.metric)) if s and v in s["variants"] else "n/a" for v in ("adapted", "base")
-            ]
-            rows.append([b.task, NAMES.get(b.metric, b.metric), _fmt(b.value), *ours, b.source])
-        out.append(("table", (["task", "metric", "published", "ours (adapted)", "ours (base)", "source"], rows)))
+        out.append(_baselines_table(summaries, cfg))
     out.append(("h2", "How to read this"))
     out.append(
         (
             "p",
             (
                 f"Every number is on the test split, which no training or model selection saw (early stopping uses dev). "
-                f"Variant means are over seeds. The interval is a two-level paired percentile bootstrap "
+                f"Variants: {REFERENCE} (the base model, no domain pretraining: the reference), adapted (domain-adaptive "
+                f"pretraining on the corpus), base-tapt and adapted-tapt (task-adaptive pretraining on the task's own "
+                f"train texts, from base or from adapted); each other variant is compared with {REFERENCE}. "
+                f"Variant means are over seeds. Each interval is a two-level paired percentile bootstrap "
                 f"({cfg.bootstrap_resamples} resamples, seed {cfg.seed}): each resample draws seeds with replacement "
-                f"(adapted and base of one seed stay a pair), then test items, and scores the drawn runs of both variants "
-                f"on the same items, so it covers test-set sampling and seed-to-seed variation. With one seed per variant "
-                f"it covers test items only, and with a few seeds it knows only the spread among those: each task's "
-                f"headline says which, and its number of test items. "
+                f"(the variant and {REFERENCE} of one seed stay a pair), then test items, and scores the drawn runs of both "
+                f"variants on the same items, so it covers test-set sampling and seed-to-seed variation. With one seed per "
+                f"variant it covers test items only, and with a few seeds it knows only the spread among those: each "
+                f"task's headline says which, and its number of test items. "
+                f"The winner is the variant with the highest mean headline metric ({REFERENCE} included). Each interval "
+                f"holds for one comparison on its own: the winner was picked for being highest, which flatters its gain, "
+                f"and with several variants one interval excluding zero by chance alone is likelier than with one. "
                 f"n/a marks a metric that is undefined for the run (Spearman or Pearson of a constant prediction or gold): "
                 f"null in metrics.json, and left out of seed means. "
                 f"Sentiment classes from an ordinal (CORAL) head are the median class of the predicted distribution."
@@ -226,11 +287,19 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text(json.dumps(rows))
 
 
+def _colours(variants: Sequence[str]) -> dict[str, str]:
+    """One colour per variant, in the task's variant order (base first), the same in every
+    figure of the task, so a variant is found by its colour across the bars and the curves."""
+    return {v: f"C{i % 10}" for i, v in enumerate(variants)}
+
+
 def _confusion_total(s: dict[str, Any], variant: str, k: int) -> list[list[int]]:
-    """The variant's confusion matrix summed over its seeds (rows: actual, columns: predicted)."""
+    """The variant's confusion matrix summed over its seeds (rows: actual, columns: predicted).
+    Run keys are <variant>-s<seed> and a variant may contain '-' (base-tapt): split_run takes
+    the last -s<digits>, so `base` never collects `base-tapt`'s runs."""
     total = [[0] * k for _ in range(k)]
     for run_key, m in s["per_run"].items():
-        if run_key.startswith(f"{variant}-s"):
+        if split_run(run_key)[0] == variant:
             for i, row in enumerate(m["confusion_matrix"]):
                 for j, c in enumerate(row):
                     total[i][j] += c
@@ -238,28 +307,39 @@ def _confusion_total(s: dict[str, Any], variant: str, k: int) -> list[list[int]]
 
 
 def _confusion_figure(task: str, labels: list[str], totals: dict[str, list[list[int]]]) -> Any:
-    """One heat map per variant, side by side, sharing the class axis. Class names such as
-    "strongly negative" are long: the x labels are rotated and anchored at their end, the
-    y labels appear once (left panel), and constrained layout sizes the axes around them."""
+    """One heat map per variant sharing the class axis: side by side for two, two per row for
+    more (four in a row would be shrunk below legibility in the report's page width). Class
+    names such as "strongly negative" are long: the x labels are rotated and anchored at their
+    end and drawn under every panel (a panel above an empty slot has no panel below to show
+    them), the y labels appear once per row (left column), and constrained layout sizes the axes
+    around them."""
     import matplotlib.pyplot as plt
 
     n = len(totals)
+    cols = n if n <= 2 else 2
+    rows = -(-n // cols)
     side = max(3.2, 0.55 * len(labels) + 1.2)  # cells stay readable with more classes
-    fig, axes = plt.subplots(1, n, figsize=(side * n + 1.6, side + 1.4), squeeze=False, sharey=True, layout="constrained")
+    fig, grid = plt.subplots(
+        rows, cols, figsize=(side * cols + 1.6, (side + 1.4) * rows), squeeze=False, sharey=True, layout="constrained"
+    )
+    axes = list(grid.ravel())
+    for spare in axes[n:]:  # an odd number of variants leaves the last slot empty
+        fig.delaxes(spare)
     # one colour scale for all variants, so equal shades mean equal counts across panels
     top = max(max(max(row) for row in total) for total in totals.values()) or 1
     image = None
-    for ax, (variant, total) in zip(axes[0], totals.items(), strict=True):
+    for i, (ax, (variant, total)) in enumerate(zip(axes, totals.items(), strict=False)):
         image = ax.imshow(total, cmap="Blues", vmin=0, vmax=top)
-        for i, row in enumerate(total):
+        for r, row in enumerate(total):
             for j, c in enumerate(row):
-                ax.text(j, i, str(c), ha="center", va="center", fontsize=8, color="white" if c > top / 2 else "black")
+                ax.text(j, r, str(c), ha="center", va="center", fontsize=8, color="white" if c > top / 2 else "black")
         ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_title(f"{task}: {variant} (all seeds)", fontsize=10)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.6, label="test items")
-    axes[0][0].set_ylabel("actual")
+        if i % cols == 0:
+            ax.set_ylabel("actual")
+    fig.colorbar(image, ax=axes[:n], shrink=0.6, label="test items")
     return fig
 
 
@@ -276,13 +356,17 @@ def _per_class_rows(s: dict[str, Any], labels: list[str] | None) -> tuple[list[s
 
 
 def _per_class_figure(s: dict[str, Any], names: list[str], values: dict[str, list[float]]) -> Any:
+    """One group of bars per class, one bar per variant; the figure grows with the number of
+    variants so that a bar stays about as thick with four variants as with two."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(names) + 1.6), layout="constrained")
-    height = 0.8 / len(values)
-    for n, (variant, vals) in enumerate(values.items()):
-        ax.barh([i + n * height for i in range(len(names))], vals, height=height, label=variant)
-    ax.set_yticks([i + height * (len(values) - 1) / 2 for i in range(len(names))], names)
+    n = len(values)
+    fig, ax = plt.subplots(figsize=(7.5, (0.3 + 0.14 * n) * len(names) + 1.6), layout="constrained")
+    height = 0.8 / n
+    colours = _colours(list(values))
+    for k, (variant, vals) in enumerate(values.items()):
+        ax.barh([i + k * height for i in range(len(names))], vals, height=height, label=variant, color=colours[variant])
+    ax.set_yticks([i + height * (n - 1) / 2 for i in range(len(names))], names)
     ax.invert_yaxis()  # first class on top, as in the confusion matrix
     ax.set_xlabel("F1 on test (mean over seeds)")
     ax.set_xlim(0, 1)
@@ -330,13 +414,27 @@ def _eval_cadence(live_dirs: Sequence[Path]) -> str | None:
 
 
 def _curves_figure(s: dict[str, Any], found: list[Path]) -> Any:
+    """One line per run: the colour says the variant (as in the bar chart), the line style the
+    seed, so four variants with three seeds each stay told apart."""
     import matplotlib.pyplot as plt
 
     metric = NAMES.get(s["headline"], s["headline"])
-    fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
-    for path in found:
+    colours = _colours(list(s["variants"]))
+    runs = [split_run(p.parents[4].name) for p in found]
+    seeds = sorted({seed for _, seed in runs})
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(7.5, max(3.8, 1.6 + 0.22 * len(found))), layout="constrained")
+    for path, (variant, seed) in zip(found, runs, strict=True):
         xs, ys = _read_tsv(path)
-        ax.plot(xs, ys, marker="o", markersize=4, label=path.parents[4].name)
+        ax.plot(
+            xs,
+            ys,
+            marker="o",
+            markersize=4,
+            color=colours.get(variant),
+            linestyle=styles[seeds.index(seed) % len(styles)],
+            label=f"{variant} s{seed}",
+        )
     cadence = _eval_cadence([p.parents[3] for p in found])
     ax.set_xlabel("optimizer step" + (f"\n{cadence}" if cadence else ""))
     ax.set_ylabel(f"dev {metric}")
@@ -347,10 +445,13 @@ def _curves_figure(s: dict[str, Any], found: list[Path]) -> Any:
 
 def _curve_files(s: dict[str, Any], group: list[Any], curves: Path) -> list[Path]:
     """The dev TSVs of the headline metric, for the declared runs only (not stale folders of
-    runs since removed from params): <curves>/<kind>/<task>/<run>/live/plots/metrics/eval/."""
-    declared = {f"{r.variant}-s{r.seed}" for r in group}
-    found = sorted((curves / s["kind"] / s["task"]).glob(f"*/live/plots/metrics/eval/{s['headline']}.tsv"))
-    return [p for p in found if p.parents[4].name in declared]
+    runs since removed from params): <curves>/<kind>/<task>/<run>/live/plots/metrics/eval/,
+    in the task's variant order, then by seed."""
+    order = {v: i for i, v in enumerate(s["variants"])}
+    declared = {run_name(r.variant, r.seed) for r in group}
+    found = (curves / s["kind"] / s["task"]).glob(f"*/live/plots/metrics/eval/{s['headline']}.tsv")
+    kept = [p for p in found if p.parents[4].name in declared]
+    return sorted(kept, key=lambda p: (order[split_run(p.parents[4].name)[0]], split_run(p.parents[4].name)[1]))
 
 
 def write_plots(
