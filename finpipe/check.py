@@ -4,6 +4,8 @@ The same readers, the same seeded train/dev/test split (tasks/ingest.py, finpipe
 and the same pandera contracts as the ingest and validate stages, so a file that passes
 `check` passes the stages too, leaks between train and dev/test included. The spec comes
 from flags (defaults: the stage's dataclass defaults) or from a dataset of params.yaml.
+A damaged file (cut short or broken: finpipe/readers/files.py Damage) fails the check even
+when the records before the damage pass: the stages would read only those.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import pyarrow as pa
 
 from finpipe.config import CorpusIngest, NerIngest, Params, SentimentIngest, Validate, load_params, parse, project_root
 from finpipe.errors import UserError
-from finpipe.labelled import ingest_ner_dataset, ingest_sentiment_dataset
+from finpipe.labelled import ingest_ner_dataset, read_sentiment_dataset
 from finpipe.readers.corpus import read_corpus
+from finpipe.readers.files import Damages
 from finpipe.schemas import Outcome
 from finpipe.sentence_rows import CorpusStats, sentence_batches
 from finpipe.validation import validate_corpus, validate_ner, validate_sentiment
@@ -64,6 +67,7 @@ class Target:
     source: str  # the file(s), for the report
     validate: Validate
     notes: list[str]  # checks that `check` cannot do for this target
+    default_labels: list[str] | None = None  # the label set of a file checked from flags, if it has a label column
 
 
 @dataclass(frozen=True)
@@ -107,18 +111,21 @@ def _from_flags(kind: str, path: Path, flags: dict[str, Any], params_file: Path 
     if wrong:
         shown = ", ".join("--" + w.replace("_", "-") for w in wrong)
         raise UserError(f"check {kind}: {shown} does not apply to {kind} files")
+    default_labels = None
     if kind == "corpus":
         source = {"name": FLAG_NAME, "path": path.name, **_pick(flags, "format", "text_column", "id_column")}
         section: Section = parse(CorpusIngest, {"sources": [source], **_pick(flags, "seed", "dev_fraction")}, source="arguments")
     elif kind == "sentiment":
         spec = _sentiment_flags(path, flags)
         section = parse(SentimentIngest, {"datasets": {FLAG_NAME: spec}, **_pick(flags, "seed")}, source="arguments")
+        default_labels = None if flags.get("labels") else DEFAULT_LABELS
     else:
         spec = {"path": path.name, **_pick(flags, "format", "tag_scheme", "dev_fraction", "test_fraction")}
         spec |= {"entity_types": flags["labels"]} if "labels" in flags else {}
         section = parse(NerIngest, {"datasets": {FLAG_NAME: spec}, **_pick(flags, "seed")}, source="arguments")
     notes = [NOT_CHECKED[kind]] if kind in NOT_CHECKED else []
-    return Target(kind, FLAG_NAME, path.name, section, path.parent, str(path), _validate_section(params_file), notes)
+    validate = _validate_section(params_file)
+    return Target(kind, FLAG_NAME, path.name, section, path.parent, str(path), validate, notes, default_labels)
 
 
 def _pick(flags: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -127,13 +134,11 @@ def _pick(flags: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 def _sentiment_flags(path: Path, flags: dict[str, Any]) -> dict[str, Any]:
     """A SentimentDataset spec from flags: a label column named `label` unless a score column
-    is given, and negative/neutral/positive unless --labels says otherwise."""
-    fmt = flags.get("format", "auto")
-    is_fpb = fmt == "fpb" or (fmt == "auto" and path.suffix.lower() == ".txt")
+    is given (either detected by its usual names when the file lacks it). The label set,
+    unless --labels gives it, is settled once the columns are known (Target.default_labels)."""
     label_column = flags.get("label_column", None if "score_column" in flags else "label")
-    labels = flags.get("labels") or (DEFAULT_LABELS if (label_column or is_fpb) else None)
     spec = _pick(flags, "format", "text_column", "score_column", "id_column", "dev_fraction", "test_fraction")
-    return {"path": path.name, **spec, "label_column": label_column, "labels": labels}
+    return {"path": path.name, **spec, "label_column": label_column, "labels": flags.get("labels")}
 
 
 def _from_params(kind: str, name: str, params_file: Path, path: Path | None, flags: dict[str, Any]) -> Target:
@@ -175,33 +180,44 @@ def _with_spec(section: Section, name: str, spec: Any) -> Section:
     return dataclasses.replace(section, datasets={name: spec})
 
 
-def _corpus(t: Target, s: CorpusIngest) -> tuple[pd.DataFrame, Outcome]:
+Read = tuple[pd.DataFrame, Outcome, dict[str, Any]]  # rows, their validation, the notes ingest writes
+
+
+def _corpus(t: Target, s: CorpusIngest, damage: Damages) -> Read:
     stats = CorpusStats()
-    docs = read_corpus(t.root, s.sources[0])
+    docs = read_corpus(t.root, s.sources[0], damage)
     kw = {"seed": s.seed, "dev_fraction": s.dev_fraction, "markup": s.strip_markup, "batch_rows": s.chunk_rows}
     batches = list(sentence_batches(docs, stats, **kw))
     if not batches:
-        raise UserError(f"{t.source}: no text found")
+        found = f" ({'; '.join(map(str, damage))})" if damage else ""
+        raise UserError(f"{t.source}: no text found{found}")
     df = pa.Table.from_batches(batches).to_pandas()
-    return df, validate_corpus(df, t.validate)
+    notes = {"colliding_ids": stats.colliding_ids, "first_colliding_ids": stats.first_colliding_ids}
+    return df, validate_corpus(df, t.validate), notes
 
 
-def _sentiment(t: Target, s: SentimentIngest) -> tuple[pd.DataFrame, Outcome]:
-    spec = s.datasets[t.name]
-    df = ingest_sentiment_dataset(t.root, t.name, spec, s.seed)
+def _sentiment(t: Target, s: SentimentIngest, damage: Damages) -> Read:
+    df, spec = read_sentiment_dataset(t.root, t.name, s.datasets[t.name], s.seed, damage)
+    if spec.labels is None and spec.label_column is not None and t.default_labels:
+        spec = dataclasses.replace(spec, labels=t.default_labels)
     # what the ingest stage writes to <name>.meta.json for the validate stage
     meta = {"labels": spec.label_set, "score_range": list(spec.score_range), "has_score": spec.score_column is not None}
-    return df, validate_sentiment(df, meta, t.validate)
+    return df, validate_sentiment(df, meta, t.validate), {}
 
 
-def _ner(t: Target, s: NerIngest) -> tuple[pd.DataFrame, Outcome]:
+def _ner(t: Target, s: NerIngest, damage: Damages) -> Read:
     spec = s.datasets[t.name]
-    df, _ = ingest_ner_dataset(t.root, t.name, spec, s.seed)
-    return df, validate_ner(df, {"tags": spec.tag_set}, t.validate)
+    df, _ = ingest_ner_dataset(t.root, t.name, spec, s.seed, damage)
+    return df, validate_ner(df, {"tags": spec.tag_set}, t.validate), {}
 
 
 def _run(t: Target) -> dict[str, Any]:
     """The ingest stage's reading and splitting, then the validate stage's contracts."""
     run = {"corpus": _corpus, "sentiment": _sentiment, "ner": _ner}[t.kind]
-    df, outcome = run(t, t.section)
-    return summarise(t.label, t.source, len(df), outcome, t.validate.max_bad_fraction)
+    damage: Damages = []
+    df, outcome, notes = run(t, t.section, damage)
+    notes["damage"] = [str(d) for d in damage]
+    summary = summarise(t.label, t.source, len(df), outcome, t.validate.max_bad_fraction, notes)
+    if damage:  # the stages would go on with the records before the damage; check says so
+        summary["passed"] = False
+    return summary

@@ -217,7 +217,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from finpipe.check import SPEC_FLAGS, check
-    from finpipe.validation_report import data_fix, markdown, passing_fraction
+    from finpipe.validation_report import check_fix, markdown
 
     flags = {k: getattr(args, k) for k in SPEC_FLAGS}
     flags["labels"] = args.labels.split(",") if args.labels else None
@@ -240,8 +240,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     noun = "texts" if args.kind == "sentiment" else "sentences"
     shown = len(summary["first_failures"])
     listed = "the report above" if summary["rows_quarantined"] <= shown else f"the report above, first {shown}"
-    fix = data_fix(summary, noun, listed)
-    print(f"\nTo pass: {fix}, or rerun with --max-bad-fraction {passing_fraction(summary)}")
+    print(f"\nTo pass: {check_fix(summary, noun, listed)}")
     return 1
 
 

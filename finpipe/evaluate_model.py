@@ -1,8 +1,10 @@
 """`finpipe evaluate --model DIR --test FILE`: one fine-tuned model scored on any labelled file,
-read and checked by the same code as the ingest and validate stages."""
+read and checked by the same code as the ingest and validate stages and `finpipe check`
+(finpipe.labelled: the same formats, gzip, column detection and damaged-file rule)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,10 @@ from finpipe.finetune import metrics as fm
 if TYPE_CHECKING:
     import pandas as pd
 
+    from finpipe.readers.files import Damages
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -22,6 +28,7 @@ class Scored:
     usable: pd.DataFrame
     skipped: int
     metrics: dict[str, Any]
+    damage: list[str]  # the file's damage (cut short or broken): only the records before it are scored
 
 
 def evaluate_file(
@@ -51,6 +58,8 @@ def evaluate_file(
         )
     else:
         scored = evaluate_ner(model, tokenizer, test, fmt, tag_scheme=tag_scheme, batch_size=batch_size, bf16=bf16)
+    for found in scored.damage:
+        log.warning("evaluate: damaged input: %s", found)
     return {
         "model": str(model_dir),
         "test": str(test),
@@ -58,6 +67,7 @@ def evaluate_file(
         "rows": scored.rows,
         "scored": len(scored.usable),
         "skipped": scored.skipped,
+        "damage": scored.damage,
         **scored.metrics,
     }
 
@@ -88,10 +98,11 @@ def evaluate_sentiment(
     batch_size: int,
     bf16: bool,
 ) -> Scored:
-    """A sentiment model on a file with a label column, a score column or both."""
+    """A sentiment model on a file with a label column, a score column or both (detected by
+    their usual names where the given ones are absent, as `finpipe check` does)."""
     from finpipe.config import SentimentDataset, parse
     from finpipe.finetune import sentiment as sm
-    from finpipe.labelled import ingest_sentiment_dataset
+    from finpipe.labelled import read_sentiment_dataset
     from finpipe.validation import validate_sentiment
 
     spec = model.spec
@@ -112,8 +123,12 @@ def evaluate_sentiment(
         },
         source="arguments",
     )
-    df = ingest_sentiment_dataset(test.parent, "external", ds, seed=0)
-    meta = {"labels": spec["labels"], "score_range": spec["score_range"], "has_score": score_column is not None}
+    damage: Damages = []
+    df, ds = read_sentiment_dataset(test.parent, "external", ds, seed=0, damage=damage)
+    label_column, score_column = ds.label_column, ds.score_column
+    # without a label column the labels are the score bins' classes, whatever the model predicts
+    labels = spec["labels"] if label_column is not None else list(ds.score_bins.labels)
+    meta = {"labels": labels, "score_range": spec["score_range"], "has_score": score_column is not None}
     outcome = validate_sentiment(df, meta, _keep_every_passing_row())
     rows = _usable(outcome, test)
     max_length = int(spec.get("max_seq_length") or 128)
@@ -125,7 +140,8 @@ def evaluate_sentiment(
         result.update(fm.class_metrics(gold, pred["label"], spec["labels"], ordered=spec["target"] == "ordinal"))
     if "score" in pred and score_column is not None:
         result.update(fm.score_metrics(rows["score"].to_numpy(dtype=float), pred["score"]))
-    return Scored(len(df), rows, len(outcome.quarantined), result)
+    columns = {"text": ds.text_column, "label": label_column, "score": score_column}
+    return Scored(len(df), rows, len(outcome.quarantined), {"columns": columns, **result}, [str(d) for d in damage])
 
 
 def evaluate_ner(
@@ -152,7 +168,8 @@ def evaluate_ner(
         },
         source="arguments",
     )
-    df, converted = ingest_ner_dataset(test.parent, "external", ds, seed=0)
+    damage: Damages = []
+    df, converted = ingest_ner_dataset(test.parent, "external", ds, seed=0, damage=damage)
     outcome = validate_ner(df, {"tags": tags}, _keep_every_passing_row())
     rows = _usable(outcome, test)
     window = getattr(model.config, ner_mod.SPEC_KEY)
@@ -167,4 +184,5 @@ def evaluate_ner(
     )
     metrics = fm.ner_metrics([list(t) for t in rows["tags"]], pred_tags)
     # I- tags turned into B-: the IO conversion asked for, or repairs of a BIO file that has IO in it
-    return Scored(len(df), rows, len(outcome.quarantined), {"tag_scheme": tag_scheme, "tags_converted": converted, **metrics})
+    scheme = {"tag_scheme": tag_scheme, "tags_converted": converted}
+    return Scored(len(df), rows, len(outcome.quarantined), {**scheme, **metrics}, [str(d) for d in damage])

@@ -11,8 +11,9 @@ import pandas as pd
 
 from finpipe.bio import to_bio
 from finpipe.config import NerDataset, ScoreBins, SentimentDataset
+from finpipe.readers.files import Damages
 from finpipe.readers.ner import read_ner
-from finpipe.readers.sentiment import read_sentiment
+from finpipe.readers.sentiment import read_sentiment_file
 from finpipe.splits import group_split, stratified_group_split
 from finpipe.text import normalise, text_key
 
@@ -38,11 +39,23 @@ def _carve(
     return pd.Series(stratified_group_split(groups, labels, seed, dev, test), index=frame.index)
 
 
-def ingest_sentiment_dataset(root: Path, name: str, spec: SentimentDataset, seed: int) -> pd.DataFrame:
+def ingest_sentiment_dataset(
+    root: Path, name: str, spec: SentimentDataset, seed: int, damage: Damages | None = None
+) -> pd.DataFrame:
+    return read_sentiment_dataset(root, name, spec, seed, damage)[0]
+
+
+def read_sentiment_dataset(
+    root: Path, name: str, spec: SentimentDataset, seed: int, damage: Damages | None = None
+) -> tuple[pd.DataFrame, SentimentDataset]:
+    """The rows, and `spec` with the columns read (detected where the configured one is absent:
+    finpipe/readers/columns.py). The ingest stage, `finpipe check` and `finpipe evaluate
+    --model` all read a sentiment file here, so they agree on its columns."""
     files = {"all": spec.path} if spec.path else dict(spec.splits or {})
     parts = []
     for split, rel in files.items():
-        frame = read_sentiment(root / rel, spec, name)
+        # the first file settles the columns: the other split files must have the same
+        frame, spec = read_sentiment_file(root / rel, spec, name, damage)
         if split != "all":  # ids from different files must not collide
             frame["id"] = frame["id"].str.replace(f"{name}:", f"{name}:{split}:", n=1, regex=False)
         frame["split"] = split
@@ -63,14 +76,16 @@ def ingest_sentiment_dataset(root: Path, name: str, spec: SentimentDataset, seed
         spec.test_fraction,
     )
     df["dataset"] = name
-    return df
+    return df, spec
 
 
-def ingest_ner_dataset(root: Path, name: str, spec: NerDataset, seed: int) -> tuple[pd.DataFrame, int]:
+def ingest_ner_dataset(
+    root: Path, name: str, spec: NerDataset, seed: int, damage: Damages | None = None
+) -> tuple[pd.DataFrame, int]:
     files = {"all": spec.path} if spec.path else dict(spec.splits or {})
     parts = []
     for split, rel in files.items():
-        frame = read_ner(root / rel, spec, name)
+        frame = read_ner(root / rel, spec, name, damage)
         if split != "all":  # ids and documents from different files must not collide
             frame["id"] = frame["id"].str.replace(f"{name}:", f"{name}:{split}:", n=1, regex=False)
             frame["doc_id"] = frame["doc_id"].str.replace(f"{name}:", f"{name}:{split}:", n=1, regex=False)

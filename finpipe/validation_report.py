@@ -15,7 +15,11 @@ from finpipe.schemas import DUPLICATE, LEAK, Outcome
 FIRST_FAILURES = 10
 
 
-def summarise(name: str, source: str, total: int, outcome: Outcome, max_bad_fraction: float) -> dict[str, Any]:
+def summarise(
+    name: str, source: str, total: int, outcome: Outcome, max_bad_fraction: float, notes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Counts per check and the first failures; `notes`: what ingest found that no row carries
+    (colliding_ids and first_colliding_ids for the corpus, damage: the damaged files' lines)."""
     n_bad = len(outcome.quarantined)
     first = [
         {"origin": str(row.get("origin", "")), "id": str(row.get("id", row.get("doc_id", ""))), "reasons": row["reasons"]}
@@ -32,6 +36,7 @@ def summarise(name: str, source: str, total: int, outcome: Outcome, max_bad_frac
         "passed": (n_bad / total if total else 0.0) <= max_bad_fraction,
         "checks": dict(sorted(outcome.check_counts.items(), key=lambda kv: -kv[1])),
         "first_failures": first,
+        **(notes or {}),
     }
 
 
@@ -53,6 +58,34 @@ def data_fix(summary: dict[str, Any], noun: str, listed: str) -> str:
     return f"fix or remove the failing {noun} in {summary['source']} (listed in {listed})"
 
 
+def check_fix(summary: dict[str, Any], noun: str, listed: str) -> str:
+    """`finpipe check`'s way to pass: a damaged file is restored first (no threshold passes it),
+    then too many bad rows are fixed or the threshold raised."""
+    ways = []
+    if summary.get("damage"):
+        ways.append(f"restore the complete {summary['source']} (damaged input above), then check it again")
+    if summary["rows_in"] and summary["rows_quarantined"] / summary["rows_in"] > summary["max_bad_fraction"]:
+        ways.append(f"{data_fix(summary, noun, listed)}, or rerun with --max-bad-fraction {passing_fraction(summary)}")
+    return "; and ".join(ways)
+
+
+def _notes_md(s: dict[str, Any]) -> list[str]:
+    """What ingest noted beside the data: repeated document ids, damaged input files."""
+    lines = []
+    if n := s.get("colliding_ids"):
+        first = ", ".join(f"`{i}`" for i in s["first_colliding_ids"])
+        reuse = "document reuses" if n == 1 else "documents reuse"
+        lines += ["", f"## {s['dataset']}: repeated document ids", ""]
+        lines.append(
+            f"{n} {reuse} the id of an earlier document with other text; each is kept as a document of its own "
+            f"(`<id>#2`, `<id>#3`, ...). First: {first}"
+        )
+    if s.get("damage"):
+        lines += ["", f"## {s['dataset']}: damaged input", ""]
+        lines += [f"- {d}" for d in s["damage"]]
+    return lines
+
+
 def markdown(kind: str, summaries: list[dict[str, Any]]) -> str:
     lines = [
         f"# Validation report: {kind}",
@@ -72,6 +105,8 @@ def markdown(kind: str, summaries: list[dict[str, Any]]) -> str:
         lines += [f"| {k} | {v} |" for k, v in s["checks"].items()]
         lines += ["", "First quarantined rows:", ""]
         lines += [f"- `{f['origin']}`: {'; '.join(f['reasons'])}" for f in s["first_failures"]]
+    for s in summaries:
+        lines += _notes_md(s)
     return "\n".join(lines) + "\n"
 
 

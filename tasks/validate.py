@@ -2,7 +2,9 @@
 
 Writes the rows that pass (clean/), the ones that fail with their reasons (quarantine/), and
 a report (JSON + Markdown). Fails when a dataset's bad fraction exceeds
-validate.max_bad_fraction, naming the file and its first failing rows.
+validate.max_bad_fraction, naming the file and its first failing rows. What ingest noted
+beside a dataset (<name>.notes.json: repeated document ids, damaged input files) goes into
+the report too; it does not fail the stage, as it did not fail ingest.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ def _enforce(kind: str, summaries: list[dict[str, Any]], quarantine_dir: Path) -
             )
 
 
+NOTES = "{name}.notes.json"  # written by tasks/ingest.py only when it has something to say
+
+
+def _notes(in_dir: Path, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    path = in_dir / NOTES.format(name=name)
+    found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return {**defaults, **{k: v for k, v in found.items() if k in defaults}}
+
+
 def _sources(df: pd.DataFrame) -> str:
     files = sorted({o.rsplit(":", 1)[0] for o in df["origin"].dropna().unique()}) if "origin" in df else []
     return ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
@@ -50,7 +61,8 @@ def run_corpus(cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path,
         raise UserError(f"{in_path}: ingested corpus not found; run `finpipe ingest corpus` first")
     df = pq.read_table(in_path).to_pandas()
     outcome = validate_corpus(df, cfg)
-    summary = summarise("corpus", _sources(df), len(df), outcome, cfg.max_bad_fraction)
+    notes = _notes(in_dir, "corpus", {"colliding_ids": 0, "first_colliding_ids": [], "damage": []})
+    summary = summarise("corpus", _sources(df), len(df), outcome, cfg.max_bad_fraction, notes)
     with atomic_dir(out_dir) as tmp, atomic_dir(quarantine_dir) as qtmp:
         outcome.passed.to_parquet(tmp / "corpus.parquet", index=False)
         write_quarantine(qtmp / "corpus.jsonl", outcome.quarantined)
@@ -70,7 +82,8 @@ def _run_sets(kind: str, cfg: Validate, in_dir: Path, out_dir: Path, quarantine_
             meta = json.loads((in_dir / f"{name}.meta.json").read_text())
             df = pd.read_parquet(path)
             outcome = validate_sentiment(df, meta, cfg) if kind == "sentiment" else validate_ner(df, meta, cfg)
-            summaries.append(summarise(name, _sources(df), len(df), outcome, cfg.max_bad_fraction))
+            notes = _notes(in_dir, name, {"damage": []})
+            summaries.append(summarise(name, _sources(df), len(df), outcome, cfg.max_bad_fraction, notes))
             passed = outcome.passed.drop(columns=["parse_error", "_text_key"], errors="ignore")
             passed.to_parquet(tmp / f"{name}.parquet", index=False)
             shutil.copy(in_dir / f"{name}.meta.json", tmp / f"{name}.meta.json")

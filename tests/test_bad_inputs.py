@@ -38,17 +38,21 @@ def test_header_only_csv(tmp_path):
 
 
 def test_misnamed_column(tmp_path):
-    (tmp_path / "s.csv").write_text("sentence,label\nProfit rose,positive\n")
+    """A text column under no usual name: the error names the param, the usual names and the columns."""
+    (tmp_path / "s.csv").write_text("phrase,label\nProfit rose,positive\n")
     with pytest.raises(UserError) as err:
         sentiment(tmp_path / "s.csv", labels=["negative", "positive"])
-    assert "s.csv: no column 'text' (param text_column); columns are ['sentence', 'label']" in one_line(err)
+    assert one_line(err) == (
+        f"{tmp_path / 's.csv'}: no column 'text' (param text_column), nor one of the usual text columns "
+        "(text, title, headline, sentence, body, content); columns are ['phrase', 'label']"
+    )
 
 
 def test_missing_column_in_corpus_csv(tmp_path):
-    (tmp_path / "c.csv").write_text("id,body\n1,Profit rose.\n")
+    (tmp_path / "c.csv").write_text("id,words\n1,Profit rose.\n")
     with pytest.raises(UserError) as err:
         corpus(tmp_path, [{"name": "c", "path": "c.csv"}])
-    assert "c.csv: no column 'text' (param text_column)" in one_line(err)
+    assert "c.csv: no column 'text' (param text_column), nor one of the usual text columns" in one_line(err)
 
 
 def test_undecodable_bytes_with_explicit_encoding(tmp_path):

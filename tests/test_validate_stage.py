@@ -119,3 +119,26 @@ def test_leak_between_user_splits_is_quarantined(tmp_path):
         validate.run_sentiment(parse(Validate, {}), tmp_path / "ingested", tmp_path / "c", tmp_path / "q", tmp_path / "r")
     report = json.loads((tmp_path / "r" / "sentiment.json").read_text())
     assert report["datasets"]["s"]["checks"] == {"text also appears in the train split": 1}
+
+
+def test_repeated_corpus_ids_are_in_the_validation_report(tmp_path):
+    """Issue #15 point 2: ingest keeps a document whose id an earlier one has, with other text, as
+    `<id>#2`, and notes the count and first ids beside the corpus (corpus.notes.json, in the
+    folder validate reads), so the validation report has them too. A corpus without such ids
+    gets no notes file: its ingested folder is what it always was."""
+    from finpipe.config import CorpusIngest
+
+    rows = [{"id": "a", "text": "Norvik rose. Sales fell."}, {"id": "a", "text": "Castellan hired staff."}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = parse(CorpusIngest, {"sources": [{"name": "d", "path": "d.jsonl", "id_column": "id"}]})
+    ingest.run_corpus(cfg, tmp_path, tmp_path / "in")
+    validate.run_corpus(parse(Validate, {}), tmp_path / "in", tmp_path / "clean", tmp_path / "q", tmp_path / "rep")
+    report = json.loads((tmp_path / "rep" / "corpus.json").read_text())["datasets"]["corpus"]
+    assert (report["colliding_ids"], report["first_colliding_ids"]) == (1, ["d:a"])
+    assert "1 document reuses the id of an earlier document with other text" in (tmp_path / "rep" / "corpus.md").read_text()
+    (tmp_path / "d.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    ingest.run_corpus(cfg, tmp_path, tmp_path / "in")
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["corpus.parquet"]
+    validate.run_corpus(parse(Validate, {}), tmp_path / "in", tmp_path / "clean", tmp_path / "q", tmp_path / "rep")
+    report = json.loads((tmp_path / "rep" / "corpus.json").read_text())["datasets"]["corpus"]
+    assert (report["colliding_ids"], report["first_colliding_ids"], report["damage"]) == (0, [], [])

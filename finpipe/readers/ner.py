@@ -13,21 +13,21 @@ import pandas as pd
 
 from finpipe.config import NerDataset
 from finpipe.errors import UserError
-from finpipe.readers.files import iter_lines, read_table, require_file
+from finpipe.readers.files import Damages, data_suffix, iter_lines, read_table, require_file
 
 COLUMNS = ["id", "doc_id", "sent_idx", "tokens", "tags", "origin", "parse_error"]
 FINER_ORD_CODES = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG"}
 
 
-def read_ner(path: Path, spec: NerDataset, name: str) -> pd.DataFrame:
+def read_ner(path: Path, spec: NerDataset, name: str, damage: Damages | None = None) -> pd.DataFrame:
     require_file(path)
     fmt = spec.format
     if fmt == "auto":
-        fmt = "finer_csv" if path.suffix.lower() == ".csv" else "conll"
-    return _finer_csv(path, spec, name) if fmt == "finer_csv" else _conll(path, spec, name)
+        fmt = "finer_csv" if data_suffix(path) == ".csv" else "conll"
+    return _finer_csv(path, spec, name, damage) if fmt == "finer_csv" else _conll(path, spec, name, damage)
 
 
-def _conll(path: Path, spec: NerDataset, name: str) -> pd.DataFrame:
+def _conll(path: Path, spec: NerDataset, name: str, damage: Damages | None) -> pd.DataFrame:
     rows: list[tuple] = []
     doc = 0
     sent_in_doc = 0
@@ -45,7 +45,7 @@ def _conll(path: Path, spec: NerDataset, name: str) -> pd.DataFrame:
             sent_in_doc += 1
         tokens, tags, error = [], [], None
 
-    for lineno, line in iter_lines(path, spec.encoding):
+    for lineno, line in iter_lines(path, spec.encoding, damage):
         cols = line.split()
         if not cols:
             close()
@@ -76,8 +76,8 @@ def _conll(path: Path, spec: NerDataset, name: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _finer_csv(path: Path, spec: NerDataset, name: str) -> pd.DataFrame:
-    df = read_table(path, "csv", spec.encoding)
+def _finer_csv(path: Path, spec: NerDataset, name: str, damage: Damages | None) -> pd.DataFrame:
+    df = read_table(path, "csv", spec.encoding, damage)
     need = ["gold_label", "gold_token", "doc_idx", "sent_idx"]
     missing = [c for c in need if c not in df.columns]
     if missing:
