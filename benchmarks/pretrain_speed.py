@@ -22,7 +22,7 @@ examples once, in its own batch order:
     the model is stock BertForPreTraining (AutoModelForPreTraining instead of
     AutoModelForMaskedLM, a 384x2 head more) and the NSP labels go through the collator, which
     passes them on untouched. Everything else is run_mlm's.
-(c) stage: what tasks/pretrain.py builds: finpipe.training.training_arguments from the stage's
+(c) stage: what the pretrain stage builds (finpipe/pretrain/adapt.py): finpipe.training.training_arguments from the stage's
     default params (PretrainTrain: fused AdamW, warm-up 6 %, linear decay, weight decay 0.01,
     group_by_length, checkpoints every 50 steps: none within the default 24), finpipe.training's
     Trainer with its SeededLengthGroupedSampler, finpipe.pretrain.collator.PretrainCollator with
@@ -85,6 +85,7 @@ from transformers import Trainer as HFTrainer
 from transformers.utils import logging as transformers_logging
 
 from finpipe.config import CorpusSource, Pretrain, PretrainData, PretrainTrain
+from finpipe.pretrain.adapt import collator_for, label_names
 from finpipe.pretrain.base import resolve, train_wordpiece
 from finpipe.pretrain.collator import IGNORE, PretrainCollator
 from finpipe.pretrain.data import cached_examples
@@ -93,7 +94,6 @@ from finpipe.pretrain.model import MaskedOnlyBertForPreTraining
 from finpipe.readers.corpus import read_corpus
 from finpipe.sentence_rows import CorpusStats, sentence_batches
 from finpipe.training import Trainer, training_arguments, use_bf16
-from tasks.pretrain import collator_for, label_names
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = 128
@@ -249,7 +249,7 @@ def run_peer(ds: datasets.Dataset, state: dict, tokenizer: Any, bs: int, steps: 
 
 
 def run_stage(ds: datasets.Dataset, state: dict, tokenizer: Any, cfg: Pretrain, bf16: bool, device, out: Path) -> Result:
-    """tasks/pretrain.py's model, collator, TrainingArguments and Trainer, built the same way."""
+    """The pretrain stage's model, collator, TrainingArguments and Trainer, built the same way."""
     result = Result()
     config = BertConfig(**SHAPE)
     config._attn_implementation = cfg.model.attn_implementation  # as finpipe.pretrain.base.load_base

@@ -83,6 +83,26 @@ def _cmd_base_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tapt(args: argparse.Namespace) -> int:
+    from finpipe.config import load_params
+    from finpipe.errors import UserError
+    from finpipe.pretrain.adapt import Outputs
+    from tasks import tapt
+
+    params = load_params(args.params)
+    tasks = params.finetune.sentiment.tasks if args.kind == "sentiment" else params.finetune.ner.tasks
+    if args.task not in tasks:
+        raise UserError(f"--task {args.task!r}: not a task in finetune.{args.kind}.tasks (have: {sorted(tasks)})")
+    tapt.run(
+        params.tapt,
+        args.kind,
+        Path(args.data) / f"{tasks[args.task].dataset}.parquet",
+        Path(args.model),
+        Outputs(Path(args.output), Path(args.metrics), Path(args.live), Path(args.checkpoints), Path(args.cache)),
+    )
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from finpipe.config import load_params
 
@@ -290,12 +310,27 @@ def _add_base_model(sub: Subparsers) -> None:
     p.set_defaults(func=_cmd_base_model)
 
 
+def _add_tapt(sub: Subparsers) -> None:
+    for kind in ("sentiment", "ner"):
+        p = sub.add_parser(f"tapt-{kind}", help=f"task-adaptive pretraining on a {kind} task's train texts (stage `tapt-{kind}`)")
+        p.add_argument("--params", default="params.yaml")
+        p.add_argument("--task", required=True, help=f"a task name under finetune.{kind}.tasks")
+        p.add_argument("--model", required=True, help="the starting model directory (models/base or models/adapted)")
+        p.add_argument("--data", required=True, help=f"the clean {kind} folder")
+        p.add_argument("--output", required=True, help="folder for the task-adapted model (replaced atomically)")
+        p.add_argument("--metrics", required=True)
+        p.add_argument("--live", required=True, help="dvclive folder for the training curves")
+        p.add_argument("--checkpoints", required=True, help="checkpoint folder kept across runs (resume)")
+        p.add_argument("--cache", required=True, help="Arrow cache of the built examples")
+        p.set_defaults(func=_cmd_tapt, kind=kind)
+
+
 def _add_finetune(sub: Subparsers) -> None:
     for kind in ("sentiment", "ner"):
         p = sub.add_parser(f"finetune-{kind}", help=f"fine-tune for {kind} (stage `finetune-{kind}`)")
         p.add_argument("--params", default="params.yaml")
         p.add_argument("--task", required=True, help=f"a task name under finetune.{kind}.tasks")
-        p.add_argument("--variant", required=True, help="adapted or base (recorded in the metrics)")
+        p.add_argument("--variant", required=True, help="base, adapted, base-tapt or adapted-tapt (recorded in the metrics)")
         p.add_argument("--seed", type=int, required=True)
         p.add_argument("--model", required=True, help="the starting checkpoint directory")
         p.add_argument("--data", required=True, help=f"the clean {kind} folder")
@@ -402,6 +437,7 @@ _COMMANDS = (
     _add_ingest,
     _add_validate,
     _add_pretrain,
+    _add_tapt,
     _add_base_model,
     _add_finetune,
     _add_predict,

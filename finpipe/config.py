@@ -318,8 +318,9 @@ class TaptTrain(PretrainTrain):
     # Gururangan et al. 2020 train 100 epochs at lr 1e-4 (batch 256) on a few thousand texts;
     # the embedded default keeps to a few epochs
     learning_rate: float = Field(default=1e-4, gt=0.0)
+    batch_size: int = Field(default=32, ge=1)
     max_steps: int = Field(default=-1, ge=-1)
-    num_epochs: float = Field(default=3.0, gt=0.0)
+    num_epochs: float = Field(default=2.0, gt=0.0)
     save_steps: int = Field(default=50, ge=1)
 
 

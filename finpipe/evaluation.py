@@ -368,8 +368,9 @@ def pair_seeds(s: dict[str, Any], variant: str) -> int:
 def task_summaries(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{variant: row} for `dvc metrics show reports/evaluate/summary`, one per variant other
     than base: its headline score, base's, variant - base with its interval, and whether it is
-    the task's winner. Every row has the same keys, so DVC prints the files as rows of nine
-    columns instead of every metric as a column."""
+    the task's winner. Every row has the same keys, so DVC prints the files as rows of seven
+    columns instead of every metric as a column. The metric's name and the test-set size are in
+    the report and details.json: with them the table outgrew 120 columns."""
     metric = s["headline"]
     base = s["variants"].get(REFERENCE)
     rows = {}
@@ -378,13 +379,11 @@ def task_summaries(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         c = s["comparison"].get(variant, {}).get(metric, {})
         rows[variant] = {
-            "metric": metric,
             "score": v["mean"].get(metric),
             "base": base["mean"].get(metric) if base else None,
             "delta": c.get("difference"),
             "ci_low": c.get("ci_low"),
             "ci_high": c.get("ci_high"),
-            "n_test": s["test_items"],  # short names: the table stays narrow
             "seeds": pair_seeds(s, variant),
             "best": int(s["winner"] == variant),
         }

@@ -116,6 +116,27 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
+class L2SP:
+    """L2-SP (Li et al. 2018): weight / 2 * ||theta - theta_start||^2 over the parameters that
+    came with the starting encoder, added to the training loss. It pulls continued pretraining
+    back towards the starting point, against forgetting what the general model knew."""
+
+    def __init__(self, named_parameters: list[tuple[str, torch.nn.Parameter]], weight: float) -> None:
+        self.weight = weight
+        self.params = [p for _, p in named_parameters]
+        self.start = [p.detach().clone() for p in self.params]
+        self.names = [n for n, _ in named_parameters]
+
+    def distance(self) -> torch.Tensor:
+        """Squared L2 distance from the start (summed over every anchored parameter)."""
+        if self.start and self.start[0].device != self.params[0].device:  # the Trainer moved the model
+            self.start = [s.to(p.device) for p, s in zip(self.params, self.start, strict=True)]
+        return torch.stack([(p - s).pow(2).sum() for p, s in zip(self.params, self.start, strict=True)]).sum()
+
+    def penalty(self) -> torch.Tensor:
+        return 0.5 * self.weight * self.distance()
+
+
 class Trainer(HFTrainer):
     """The HF Trainer with a resumable length-grouped sampler; every stage trains with it.
 
@@ -126,9 +147,18 @@ class Trainer(HFTrainer):
       stopping and best-checkpoint selection then run on exactly the reported numbers.
     - `param_groups`: the optimizer's groups (discriminative / layer-wise learning rates);
       the Trainer's scheduler then scales every group's own learning rate.
+    And for continued pretraining: `anchor` (L2SP), a penalty on the distance from the starting
+    weights; collators with `set_epoch` are told each epoch (dynamic masking).
     """
 
-    def __init__(self, *args: Any, scorer: Any = None, param_groups: list[dict[str, Any]] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        scorer: Any = None,
+        param_groups: list[dict[str, Any]] | None = None,
+        anchor: L2SP | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         # Every model trained here returns the mean loss of its micro-batch. The HF Trainer
         # takes any forward with **kwargs for one that divides by `num_items_in_batch` itself;
@@ -138,6 +168,23 @@ class Trainer(HFTrainer):
         self.model_accepts_loss_kwargs = False
         self.scorer = scorer
         self.param_groups = param_groups
+        self.anchor = anchor
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        # the epoch, for collators whose masks change per epoch (dynamic masking). Set before the
+        # epoch's dataloader is iterated (HF creates the iterator inside _run_epoch), and from the
+        # epoch number itself, so a run resumed mid-epoch draws the same masks
+        if hasattr(self.data_collator, "set_epoch"):
+            self.data_collator.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
+
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if self.anchor is None or not model.training:
+            return result
+        if return_outputs:
+            return result[0] + self.anchor.penalty(), result[1]
+        return result + self.anchor.penalty()
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         if self.param_groups is None or self.optimizer is not None:

@@ -7,6 +7,7 @@
 #                   inputs); a git repo (dvclive needs one) sharing this repo's DVC cache. Rerunning refreshes
 #                   the copy and `dvc repro` reruns only what changed.
 #   FINPIPE_DATA    folder with the data sets (default ../shared/data)
+#   REAL_SETUP_ONLY set: prepare the workspace, run nothing
 # Afterwards: cd $REAL_WORKSPACE && dvc metrics show / dvc plots show; the report is
 # $REAL_WORKSPACE/reports/report.md (and .html).
 set -euo pipefail
@@ -44,6 +45,7 @@ if [ ! -d .git ]; then
 fi
 git add -A
 git -c user.name=finpipe -c user.email=finpipe@localhost commit -qm "real profile $(date -u +%FT%TZ)" || true
+[ -n "${REAL_SETUP_ONLY:-}" ] && { echo "real: workspace ready at $WS"; exit 0; }
 start=$(date +%s)
 dvc repro "$@"
 echo "real: dvc repro took $(( $(date +%s) - start )) s; report: $WS/reports/report.md"

@@ -78,6 +78,7 @@ def test_every_model_is_a_dvc_artifact_made_by_a_stage():
     assert paths == {
         "adapted-encoder": "models/adapted",
         "base-encoder": "models/base",
+        "tapt-encoders": "models/tapt",
         "sentiment-models": "models/sentiment",
         "ner-models": "models/ner",
     }

@@ -79,6 +79,9 @@ def _status(ws: Path) -> str:
     return proc.stdout
 
 
+KINDS = (("sentiment", "headlines"), ("ner", "news"))
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     return copy_repo(tmp_path_factory.mktemp("ws") / "repo")
@@ -95,6 +98,9 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
         "evaluate",
         *(f"finetune-sentiment@headlines-{v}-13" for v in ("adapted", "base")),
         *(f"finetune-ner@news-{v}-13" for v in ("adapted", "base")),
+        # task-adaptive pretraining from both starts, and the fine-tunings of the TAPT models
+        *(f"tapt-{kind}@{task}-{start}" for kind, task in KINDS for start in ("base", "adapted")),
+        *(f"finetune-{kind}-tapt@{task}-{start}-13" for kind, task in KINDS for start in ("base", "adapted")),
     }
     assert (workspace / "data/work/clean/corpus/corpus.parquet").is_file()
     assert (workspace / "reports/validation/ner.md").is_file()
@@ -102,11 +108,14 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     assert report.startswith("# What domain pretraining bought") and "**headlines**" in report and "**news**" in report
     assert "data:image/png;base64," in (workspace / "reports/report.html").read_text()
     shown = _sh(["dvc", "metrics", "show", "--json"], workspace)
-    assert '"headlines/delta/macro_f1"' in shown and '"news/adapted/micro_f1"' in shown
+    assert '"headlines/adapted-tapt/delta_macro_f1"' in shown and '"news/base-tapt/micro_f1"' in shown
+    tapt = json.loads((workspace / "reports/tapt/headlines/base/metrics.json").read_text())
+    assert tapt["base"]["head_steps"] > 10 and tapt["train"]["steps"] > 0  # heads fitted for the run's budget
     # the demo shows models that learned: with the article's encoder rate and the pooler of a
     # mean-pooled sentence encoder, every test item came out "neutral" (macro-F1 0.07)
     evaluated = json.loads((workspace / "reports/evaluate/metrics.json").read_text())
-    assert evaluated["headlines/adapted/macro_f1"] >= 0.5 and evaluated["headlines/base/macro_f1"] >= 0.5, evaluated
+    for variant in ("base", "adapted", "base-tapt", "adapted-tapt"):
+        assert evaluated[f"headlines/{variant}/macro_f1"] >= 0.5, evaluated
     _sh(["dvc", "plots", "show", "-o", "plots-html"], workspace)
     assert (workspace / "plots-html/index.html").stat().st_size > 1000
 
@@ -123,10 +132,10 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
         metrics = rows[name]["data"]["metrics"]
         assert metrics and not [p for p, m in metrics.items() if "error" in m], metrics
         assert {"reports/pretrain/metrics.json", "reports/evaluate/metrics.json"} <= set(metrics)
-        lows[name] = metrics["reports/evaluate/metrics.json"]["data"]["headlines/delta/macro_f1_ci_low"]
+        lows[name] = metrics["reports/evaluate/metrics.json"]["data"]["headlines/adapted/delta_macro_f1_ci_low"]
     assert lows["conf90"] < lows["conf80"]  # a narrower interval: the experiments differ as they should
     diff = _sh(["dvc", "metrics", "diff", "conf90", "conf80", "--json"], workspace)
-    assert "headlines/delta/macro_f1_ci_low" in diff and "failed to load" not in diff
+    assert "headlines/adapted/delta_macro_f1_ci_low" in diff and "failed to load" not in diff
     # every output is cached, so back at the baseline DVC restores it from the run-cache: nothing reruns
     _sh(["git", "checkout", "params.yaml"], workspace)
     out = _sh(["dvc", "repro"], workspace)
@@ -136,29 +145,43 @@ def test_repro_then_nothing_to_do_then_only_changed_kind(workspace):
     # the documented readable views fit 120 columns: the headline per task, and the experiments
     headline = _table(["dvc", "metrics", "show", "reports/evaluate/summary"], workspace, 120)
     lines = headline.splitlines()
-    assert len(lines) == 3 and max(map(len, lines)) <= 120, headline  # header, headlines, news
-    assert "macro_f1" in headline and "micro_f1" in headline and "delta" in lines[0]
+    # header, then headlines and news x adapted, base-tapt, adapted-tapt
+    assert len(lines) == 7 and max(map(len, lines)) <= 120, headline
+    assert "headlines/adapted-tapt.json" in headline and "news/base-tapt.json" in headline and "delta" in lines[0]
     table = _table(["dvc", "exp", "show", *readme_exp_view()], workspace, 120)
-    assert max(map(len, table.splitlines())) <= 120 and "conf90" in table and "headlines/delta" in table, table
+    assert max(map(len, table.splitlines())) <= 120 and "conf90" in table, table
+    assert "headlines/adapted/delta" in table and "news/adapted-tapt/delta" in table, table
 
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["ingest"]["ner"]["seed"] = 99
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _sh(["dvc", "repro"], workspace)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    # the NER split changed, so NER fine-tuning and the evaluation follow; nothing else
-    assert ran == {"ingest@ner", "validate@ner", "finetune-ner@news-adapted-13", "finetune-ner@news-base-13", "evaluate"}
+    # the NER split changed, so NER's task-adaptive pretraining (its train texts changed), NER
+    # fine-tuning and the evaluation follow; nothing else
+    assert ran == {
+        "ingest@ner",
+        "validate@ner",
+        *(f"tapt-ner@news-{start}" for start in ("base", "adapted")),
+        *(f"finetune-ner@news-{v}-13" for v in ("adapted", "base")),
+        *(f"finetune-ner-tapt@news-{start}-13" for start in ("base", "adapted")),
+        "evaluate",
+    }
 
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["finetune"]["sentiment"]["train"]["num_epochs"] += 1
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_status(workspace)))  # pretraining is not among them
-    assert changed == {"finetune-sentiment@headlines-adapted-13", "finetune-sentiment@headlines-base-13"}
+    assert changed == {
+        *(f"finetune-sentiment@headlines-{v}-13" for v in ("adapted", "base")),
+        *(f"finetune-sentiment-tapt@headlines-{start}-13" for start in ("base", "adapted")),
+    }
 
     # a stage tracks the params it reads: a pretraining learning rate leaves the base model alone
     params["pretrain"]["train"]["learning_rate"] *= 2
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_status(workspace)))
     assert "pretrain" in changed and "base-model" not in changed
+    assert not any(s.startswith("tapt-") for s in changed)  # TAPT's own knobs are in tapt.*
 
     assert '"rows_quarantined"' in _sh(["dvc", "metrics", "show", "--json"], workspace)

@@ -131,5 +131,6 @@ def test_the_metrics_command_shows_a_row_per_task(followed):
     _, done = followed
     shown = next(p.stdout for p in done if "metrics show" in " ".join(p.args))
     rows = {line.split()[0] for line in shown.splitlines()[1:]}
-    assert rows == {"reports/evaluate/summary/desk.json", "reports/evaluate/summary/deals.json"}, shown
+    variants = ("adapted", "base-tapt", "adapted-tapt")  # each compared with base
+    assert rows == {f"reports/evaluate/summary/{task}/{v}.json" for task in ("desk", "deals") for v in variants}, shown
     assert "delta" in shown.splitlines()[0] and max(map(len, shown.splitlines())) <= 120

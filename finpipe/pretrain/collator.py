@@ -1,8 +1,10 @@
 """Dynamic padding + BERT masking (15 %, 80/10/10), optionally whole-word.
 
-Masks are static per example (seeded by the example's index, as BERT's original
-create_pretraining_data fixed them per duplicate), which makes a resumed run identical to an
-uninterrupted one.
+Masks are drawn per example from a generator seeded by the example's index, not from the
+global RNG, which makes a resumed run identical to an uninterrupted one. `static` keeps one set
+of masks for the whole run (as BERT's create_pretraining_data fixed them per duplicate);
+`dynamic` mixes the epoch into the seed (RoBERTa's fresh masks every epoch; the Trainer tells
+the collator the epoch, see finpipe.training.Trainer). Epoch 0's masks are the same either way.
 
 Our own rather than DataCollatorForLanguageModeling because it must carry token_type_ids and
 next_sentence_label through, pass pre-masked evaluation examples untouched, and mask whole
@@ -27,8 +29,11 @@ class PretrainCollator:
         whole_word_mask: bool = False,
         pad_to_multiple_of: int | None = 8,
         seed: int = 0,
+        masking: str = "static",
     ) -> None:
         self.seed = seed
+        self.dynamic = masking == "dynamic"
+        self.epoch = 0
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
@@ -66,8 +71,16 @@ class PretrainCollator:
         masked[swap] = random_tokens[swap]
         return masked, labels
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
     def _generator(self, idx: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + int(idx))
+        seed = self.seed * 1_000_003 + int(idx)
+        if self.dynamic and self.epoch:
+            # an odd 64-bit multiplier spreads epochs far apart in seed space (no two
+            # (epoch, idx) pairs of a realistic run share a seed)
+            seed = (seed + self.epoch * 0x9E3779B97F4A7C15) % (1 << 63)
+        return torch.Generator().manual_seed(seed)
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(e["input_ids"]) for e in examples)
