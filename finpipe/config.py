@@ -254,6 +254,12 @@ class PretrainData:
     masking: Literal["static", "dynamic"] = "dynamic"
     max_eval_examples: int = Field(default=256, ge=1)
     seed: int = 13
+    # forgetting control, replay: general-domain text mixed into the training examples. The
+    # corpus sources named here hold it (names in ingest.corpus.sources); replay_fraction is its
+    # share of the training examples (0: those sources are left out). Held-out metrics, and a
+    # scratch tokenizer, use the domain sources only
+    replay_sources: list[str] = Field(default_factory=list)
+    replay_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
 
 
 @dataclass(config=_STRICT)
@@ -311,6 +317,12 @@ class TaptData(PretrainData):
     # a task's texts are single sentences or headlines: masked LM only, one text per example
     nsp: bool = False
     max_seq_length: int = Field(default=64, ge=8)
+
+    @model_validator(mode="after")
+    def _no_replay(self) -> TaptData:
+        if self.replay_sources:
+            raise ValueError("replay_sources applies to pretrain only: TAPT reads the task's texts alone")
+        return self
 
 
 @dataclass(config=_STRICT)
@@ -564,6 +576,7 @@ def check_across_sections(params: Params, source: str = "params", root: Path | N
     give what its target needs, and (given `root`) the inputs the user supplies exist. One
     UserError naming the key and the fix."""
     _check_tasks(params, source)
+    _check_replay(params, source)
     if root is not None:
         _check_paths(params, root, source)
 
@@ -594,6 +607,16 @@ def _check_tasks(params: Params, source: str) -> None:
                 f"{source}: finetune.ner.tasks.{name}.dataset: {task.dataset!r} is not an NER dataset in "
                 f"ingest.ner.datasets (have: {sorted(ner_sets) or 'none'})"
             )
+
+
+def _check_replay(params: Params, source: str) -> None:
+    data, names = params.pretrain.data, [s.name for s in params.ingest.corpus.sources]
+    key = f"{source}: pretrain.data.replay_sources"
+    unknown = [n for n in data.replay_sources if n not in names]
+    if unknown:
+        raise UserError(f"{key}: {unknown} not among the corpus sources in ingest.corpus.sources (have: {names})")
+    if data.replay_sources and set(data.replay_sources) >= set(names):
+        raise UserError(f"{key}: every corpus source is general-domain replay; leave at least one domain source out of it")
 
 
 Problem = tuple[str, str]  # (what is wrong, what to do)

@@ -188,6 +188,45 @@ def briefs(rng: random.Random, n: int) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+# General-domain prose (no finance): the replay text of continued pretraining (pretrain.data.
+# replay_sources), standing in for the general corpus a base model was trained on
+_GENERAL = [
+    "The {team} won their home match {n} to {m} after a late goal. Fans stayed long after the final whistle.",
+    "Heavy rain is expected across {region} this weekend. Forecasters advise travellers to allow extra time.",
+    "The museum in {town} opened a new exhibition of {art}. It runs until the end of {month}.",
+    "To bake the bread, mix the flour with warm water and leave the dough to rise for {n} minutes.",
+    "A new hiking trail now links {town} with the lakes of {region}. The walk takes about {n} hours.",
+    "The school choir from {town} sang at the spring festival. Parents filled every seat in the hall.",
+    "Volunteers planted {n}0 trees along the river in {town} on Saturday morning.",
+    "The library in {town} will stay open late on Thursdays. Children's reading hours start at {n}.",
+    "Scientists observed a rare bird in the wetlands of {region}. It was last seen there {n} years ago.",
+    "The {team} coach praised the young players after a difficult season.",
+]
+_TEAMS = ["Riverside Rovers", "Hillcrest United", "the Harbour Hawks", "Northfield Athletic"]
+_REGIONS = ["the northern valleys", "the coast", "the highlands", "the eastern plains"]
+_TOWNS = ["Ashby", "Brookmere", "Calder", "Dunmore", "Elmstead", "Fairlight"]
+_ART = ["watercolour landscapes", "medieval maps", "early photographs", "folk costumes"]
+
+
+def general_text(rng: random.Random, n: int) -> str:
+    """n blank-line-separated general-domain documents."""
+    blocks = []
+    for _ in range(n):
+        t = rng.choice(_GENERAL)
+        blocks.append(
+            t.format(
+                team=rng.choice(_TEAMS),
+                region=rng.choice(_REGIONS),
+                town=rng.choice(_TOWNS),
+                art=rng.choice(_ART),
+                month=rng.choice(MONTHS),
+                n=rng.randint(2, 9),
+                m=rng.randint(0, 1),
+            )
+        )
+    return "\n\n".join(blocks) + "\n"
+
+
 # (low, high) score ranges and event phrases; classes follow the default thresholds
 _EVENTS = {
     (0.6, 0.95): [
@@ -325,6 +364,9 @@ def write_embedded(out: Path, seed: int = 2026) -> None:
         for sent in doc:
             lines += [f"{tok} {tag}" for tok, tag in sent] + [""]
     (out / "ner" / "news.conll").write_text("\n".join(lines), encoding="utf-8", newline="\n")
+    # its own generator: the files above stay as they were before it existed
+    general = general_text(random.Random(seed + 1), 80)
+    (out / "corpus" / "general.txt").write_text(general, encoding="utf-8", newline="\n")
 
 
 if __name__ == "__main__":

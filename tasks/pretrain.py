@@ -53,6 +53,11 @@ def run(
 ) -> dict[str, Any]:
     if not corpus.is_file():
         raise UserError(f"{corpus}: clean corpus not found; run the validate@corpus stage first")
-    docs = read_documents(corpus, "train"), read_documents(corpus, "dev")
+    general = set(cfg.data.replay_sources)  # general-domain text: replay only, never held out
+    docs = read_documents(corpus, "train", exclude=general), read_documents(corpus, "dev", exclude=general)
     check(cfg, *docs, corpus)
-    return adapt(cfg, docs, fingerprint(corpus), Outputs(output_dir, metrics_path, live_dir, checkpoints, cache))
+    replay = read_documents(corpus, "train", only=general) if general and cfg.data.replay_fraction > 0 else []
+    if general and cfg.data.replay_fraction > 0 and not replay:
+        raise UserError(f"{corpus}: no train documents from pretrain.data.replay_sources {sorted(general)} to replay")
+    outputs = Outputs(output_dir, metrics_path, live_dir, checkpoints, cache)
+    return adapt(cfg, docs, fingerprint(corpus), outputs, replay)

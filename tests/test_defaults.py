@@ -16,7 +16,7 @@ from finpipe.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 # named entries that describe the user's data, not knobs with defaults
-ENTRIES = {"inputs", "sources", "datasets", "tasks", "baselines", "note"}
+ENTRIES = {"inputs", "sources", "datasets", "tasks", "baselines", "note", "replay_sources"}
 
 
 def _default(field: dataclasses.Field) -> Any:

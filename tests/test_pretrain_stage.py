@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -179,3 +180,60 @@ def test_two_processes_gloo_equal_one_process_with_the_doubled_batch(tmp_path, c
     moved = torch.cat([(w1[k].float() - start[k].float()).flatten() for k in w1])
     apart = torch.cat([(w2[k].float() - w1[k].float()).flatten() for k in w1])
     assert float(apart.norm() / moved.norm()) < 0.1
+
+
+def _texts(docs) -> set[str]:
+    return {s for d in docs for s in d}
+
+
+def test_replay_trains_on_general_text_but_never_holds_it_out(monkeypatch, tmp_path, clean_corpus):
+    import pyarrow.parquet as pq
+
+    general = set(pq.read_table(clean_corpus, filters=[("source", "==", "general")])["text"].to_pylist())
+    assert general  # the embedded corpus has a general-domain source
+    seen: dict = {}
+
+    def spy(cfg, docs, data_fp, out, replay=()):
+        seen.update(train=docs[0], heldout=docs[1], replay=replay)
+        return {}
+
+    monkeypatch.setattr(pretrain, "adapt", spy)
+    for fraction in (0.25, 0.0):
+        cfg = {**TINY, "data": {**TINY["data"], "replay_sources": ["general"], "replay_fraction": fraction}}
+        _run(tmp_path, clean_corpus, cfg)
+        assert not _texts(seen["train"]) & general and not _texts(seen["heldout"]) & general
+        assert (_texts(seen["replay"]) <= general and seen["replay"]) if fraction else seen["replay"] == []
+
+
+def test_replay_makes_up_its_fraction_of_the_examples(tmp_path, clean_corpus):
+    cfg = {**TINY, "data": {**TINY["data"], "replay_sources": ["general"], "replay_fraction": 0.25}}
+    metrics = _run(tmp_path, clean_corpus, cfg)
+    replayed, total = metrics["train"]["replay_examples"], metrics["train"]["examples"]
+    assert replayed == round(0.25 / 0.75 * (total - replayed)) > 0
+
+
+def test_mix_replay_numbers_every_example_apart():
+    import datasets
+
+    from finpipe.pretrain.data import mix_replay
+
+    domain = datasets.Dataset.from_list([{"input_ids": [1, i], "idx": i} for i in range(30)])
+    general = datasets.Dataset.from_list([{"input_ids": [2, i], "idx": i} for i in range(4)])
+    mixed = mix_replay(domain, general, 0.25, seed=3)
+    assert len(mixed) == 40 and sorted(mixed["idx"]) == list(range(40))  # each example its own masks
+    drawn = [ids[1] for ids in mixed["input_ids"][30:]]
+    assert all(ids[0] == 2 for ids in mixed["input_ids"][30:]) and sorted(set(drawn)) == [0, 1, 2, 3]
+    assert mixed["input_ids"][:30] == domain["input_ids"]
+
+
+def test_replay_params_are_checked():
+    from finpipe.config import Tapt, check_across_sections, load_params
+
+    with pytest.raises(UserError, match="replay_sources applies to pretrain only"):
+        parse(Tapt, {"data": {"replay_sources": ["general"]}}, prefix="tapt")
+    params = load_params(REPO / "params.yaml")
+    for names, message in ((["gossip"], "not among the corpus sources"), (["newswire", "briefs", "general"], "every corpus")):
+        data = dataclasses.replace(params.pretrain.data, replay_sources=names)
+        changed = dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, data=data))
+        with pytest.raises(UserError, match=message):
+            check_across_sections(changed)

@@ -28,7 +28,7 @@ from finpipe.config import Pretrain
 from finpipe.fingerprint import fingerprint
 from finpipe.pretrain.base import extend_vocab, load_base
 from finpipe.pretrain.collator import PretrainCollator
-from finpipe.pretrain.data import cached_examples, tokenizer_fingerprint
+from finpipe.pretrain.data import cached_examples, mix_replay, tokenizer_fingerprint
 from finpipe.pretrain.dropout import use_bulk_mask_dropout
 from finpipe.pretrain.heldout import heldout_metrics
 from finpipe.run_summary import WALL_CLOCK, LogAtCheckpoints, checkpoint_progress, mean_training_loss
@@ -120,10 +120,18 @@ def _model(cfg: Pretrain, train_docs: Docs, data_fp: str, cache: Path) -> tuple[
     return model, tokenizer, new_weights, added
 
 
-def _examples(cfg: Pretrain, docs: tuple[Docs, Docs], tokenizer: Any, key: str, cache: Path) -> tuple[Any, Any, PretrainCollator]:
-    """(train examples, pre-masked held-out examples, the collator), built once and cached."""
+def _examples(
+    cfg: Pretrain, docs: tuple[Docs, Docs], tokenizer: Any, key: str, cache: Path, replay: Docs
+) -> tuple[tuple[Any, Any, PretrainCollator], int]:
+    """((train examples, pre-masked held-out examples, the collator), general-domain examples
+    among the train examples), built once and cached."""
     train_docs, dev_docs = docs
     train_ds = cached_examples(train_docs, tokenizer, cfg.data, seed=cfg.data.seed, cache_dir=cache, key=f"train-{key}")
+    domain = len(train_ds)
+    if replay:
+        general = cached_examples(replay, tokenizer, cfg.data, seed=cfg.data.seed + 2, cache_dir=cache, key=f"replay-{key}")
+        train_ds = mix_replay(train_ds, general, cfg.data.replay_fraction, cfg.data.seed)
+        log.info("replay: %d general-domain examples mixed into %d domain ones", len(train_ds) - domain, domain)
     collator = collator_for(cfg, tokenizer)
     eval_ds = cached_examples(
         dev_docs,
@@ -137,7 +145,7 @@ def _examples(cfg: Pretrain, docs: tuple[Docs, Docs], tokenizer: Any, key: str, 
     )
     if not cfg.data.nsp:
         train_ds = train_ds.remove_columns([c for c in train_ds.column_names if c == "next_sentence_label"])
-    return train_ds, eval_ds, collator
+    return (train_ds, eval_ds, collator), len(train_ds) - domain if replay else 0
 
 
 def _anchor(model: Any, cfg: Pretrain, new_weights: list[str]) -> L2SP | None:
@@ -158,7 +166,7 @@ def _summary(
 ) -> dict[str, Any]:
     """metrics.json: held-out before/after, the run's totals, and this process's wall clock.
     timing: start (checkpoint_progress), seconds, result_metrics; facts: warm_up, examples,
-    bf16, new_weights, added_words, resumed, l2sp_distance."""
+    replay_examples, bf16, new_weights, added_words, resumed, l2sp_distance."""
     state, start, seconds = trainer.state, timing["start"], timing["seconds"]
     tokens = int(state.num_input_tokens_seen)
     return {
@@ -168,6 +176,7 @@ def _summary(
         "train": {
             "steps": state.global_step,
             "examples": facts["examples"],
+            "replay_examples": facts["replay_examples"],  # general-domain ones among them
             "loss": mean_training_loss(state.log_history),  # every step's, resumed or not
             "useful_tokens": tokens,  # non-padding tokens trained on, all processes
             "bf16": facts["bf16"],
@@ -196,13 +205,16 @@ def _write(cfg: Pretrain, model: Any, tokenizer: Any, out: Outputs, metrics: dic
     write_json(out.metrics, metrics)
 
 
-def adapt(cfg: Pretrain, docs: tuple[Docs, Docs], data_fp: str, out: Outputs) -> dict[str, Any]:
-    """Continue pretraining cfg.model.base on docs (train, held-out); data_fp fingerprints
-    the documents (cache keys, checkpoint directory). Returns the metrics it writes."""
+def adapt(cfg: Pretrain, docs: tuple[Docs, Docs], data_fp: str, out: Outputs, replay: Docs = ()) -> dict[str, Any]:
+    """Continue pretraining cfg.model.base on docs (train, held-out), with general-domain
+    `replay` documents mixed in at cfg.data.replay_fraction; data_fp fingerprints the documents
+    (cache keys, checkpoint directory). Returns the metrics it writes."""
     bf16 = use_bf16(cfg.train.bf16)
     model, tokenizer, new_weights, added = _model(cfg, docs[0], data_fp, out.cache)
     tok_fp = tokenizer_fingerprint(tokenizer)
-    data = _examples(cfg, docs, tokenizer, fingerprint(data_fp, tok_fp, dataclasses.asdict(cfg.data)), out.cache)
+    data, replayed = _examples(
+        cfg, docs, tokenizer, fingerprint(data_fp, tok_fp, dataclasses.asdict(cfg.data)), out.cache, replay
+    )
     train_ds, eval_ds, collator = data
 
     # checkpoints belong to one configuration: a changed param or corpus starts afresh
@@ -237,6 +249,7 @@ def adapt(cfg: Pretrain, docs: tuple[Docs, Docs], data_fp: str, out: Outputs) ->
         {
             "warm_up": warm_up,
             "examples": len(train_ds),
+            "replay_examples": replayed,
             "bf16": bf16,
             "new_weights": 0 if new_weights == ["*"] else len(new_weights),
             "added_words": len(added),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,17 @@ log = logging.getLogger(__name__)
 EXAMPLES_FORMAT = 2  # bump when the cached example columns change (2: `idx` seeds the masks)
 
 
-def read_documents(corpus: Path, split: str) -> list[list[str]]:
-    """Sentences per document, in document and sentence order, for one split."""
-    table = pq.read_table(corpus, columns=["doc_id", "sent_idx", "text", "split"], filters=[("split", "==", split)])
+def read_documents(
+    corpus: Path, split: str, *, only: Collection[str] | None = None, exclude: Collection[str] = ()
+) -> list[list[str]]:
+    """Sentences per document, in document and sentence order, for one split; `only` /
+    `exclude` select documents by their corpus source."""
+    filters = [("split", "==", split)]
+    if only is not None:
+        filters.append(("source", "in", sorted(only)))
+    if exclude:
+        filters.append(("source", "not in", sorted(exclude)))
+    table = pq.read_table(corpus, columns=["doc_id", "sent_idx", "text", "split"], filters=filters)
     docs: dict[str, list[tuple[int, str]]] = {}
     for doc_id, idx, text in zip(
         table["doc_id"].to_pylist(), table["sent_idx"].to_pylist(), table["text"].to_pylist(), strict=True
@@ -48,6 +57,21 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer: Any) -> list[li
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     return fingerprint(tokenizer.backend_tokenizer.to_str(), tokenizer.get_added_vocab())
+
+
+def mix_replay(domain: datasets.Dataset, general: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
+    """The domain examples plus general-domain ones making up `fraction` of the result, drawn
+    without replacement (and again once all were drawn), numbered after the domain's so each
+    example keeps masks of its own."""
+    want = round(fraction / (1 - fraction) * len(domain))
+    rng = random.Random(seed)
+    picks: list[int] = []
+    while len(picks) < want and len(general):
+        order = list(range(len(general)))
+        rng.shuffle(order)
+        picks += order[: want - len(picks)]
+    chosen = general.select(picks).map(lambda _, i: {"idx": len(domain) + i}, with_indices=True, keep_in_memory=True)
+    return datasets.concatenate_datasets([domain, chosen])
 
 
 def cached_examples(
