@@ -13,7 +13,7 @@ import json
 import random
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 COMPANIES = [
@@ -171,21 +171,22 @@ _BRIEF = [
 ]
 
 
-def briefs(rng: random.Random, n: int) -> str:
-    blocks = []
-    for _ in range(n):
-        t = rng.choice(_BRIEF)
-        blocks.append(
-            t.format(
-                co=rng.choice(COMPANIES),
-                person=rng.choice(PEOPLE),
-                role=rng.choice(ROLES),
-                month=rng.choice(MONTHS),
-                place=rng.choice(PLACES),
-                n=rng.randint(2, 60) * 10,
-            )
-        )
+def _blocks(rng: random.Random, templates: list[str], n: int, fields: dict[str, Callable[[random.Random], object]]) -> str:
+    """n blank-line-separated documents: a template each, its fields drawn in the given order."""
+    blocks = [rng.choice(templates).format(**{k: draw(rng) for k, draw in fields.items()}) for _ in range(n)]
     return "\n\n".join(blocks) + "\n"
+
+
+def briefs(rng: random.Random, n: int) -> str:
+    fields = {
+        "co": lambda r: r.choice(COMPANIES),
+        "person": lambda r: r.choice(PEOPLE),
+        "role": lambda r: r.choice(ROLES),
+        "month": lambda r: r.choice(MONTHS),
+        "place": lambda r: r.choice(PLACES),
+        "n": lambda r: r.randint(2, 60) * 10,
+    }
+    return _blocks(rng, _BRIEF, n, fields)
 
 
 # General-domain prose (no finance): the replay text of continued pretraining (pretrain.data.
@@ -210,21 +211,16 @@ _ART = ["watercolour landscapes", "medieval maps", "early photographs", "folk co
 
 def general_text(rng: random.Random, n: int) -> str:
     """n blank-line-separated general-domain documents."""
-    blocks = []
-    for _ in range(n):
-        t = rng.choice(_GENERAL)
-        blocks.append(
-            t.format(
-                team=rng.choice(_TEAMS),
-                region=rng.choice(_REGIONS),
-                town=rng.choice(_TOWNS),
-                art=rng.choice(_ART),
-                month=rng.choice(MONTHS),
-                n=rng.randint(2, 9),
-                m=rng.randint(0, 1),
-            )
-        )
-    return "\n\n".join(blocks) + "\n"
+    fields = {
+        "team": lambda r: r.choice(_TEAMS),
+        "region": lambda r: r.choice(_REGIONS),
+        "town": lambda r: r.choice(_TOWNS),
+        "art": lambda r: r.choice(_ART),
+        "month": lambda r: r.choice(MONTHS),
+        "n": lambda r: r.randint(2, 9),
+        "m": lambda r: r.randint(0, 1),
+    }
+    return _blocks(rng, _GENERAL, n, fields)
 
 
 # (low, high) score ranges and event phrases; classes follow the default thresholds
