@@ -29,6 +29,11 @@ params["finetune"]["ner"]["tasks"] = {}
 params["finetune"]["seeds"] = [13]
 params["finetune"]["variants"] = ["base"]
 params["tapt"]["starts"] = ["base"]
+# every TAPT knob spelled out (the profile lists only what it changes): `dvc exp run -S` can
+# set only keys that params.yaml has
+import dataclasses
+from finpipe.config import Tapt, parse
+params["tapt"] = dataclasses.asdict(parse(Tapt, params["tapt"], prefix="tapt"))
 params["evaluate"]["baselines"] = [b for b in params["evaluate"]["baselines"] if b["task"] == task]
 open("params.yaml", "w").write(yaml.safe_dump(params, sort_keys=False))
 PY
@@ -65,7 +70,7 @@ printf 'experiment\trun\tdev_accuracy\tdev_macro_f1\ttapt_ppl_before\ttapt_ppl_a
 # the baseline: base and base-tapt with the profile's settings, committed with its dvc.lock so
 # every experiment below starts from it and reruns only what its overrides touch
 start=$(date +%s)
-dvc repro evaluate >"$WS/baseline.log" 2>&1
+dvc repro evaluate >"$WS/baseline.log" 2>&1  # reruns nothing when an earlier screen ran it
 echo "screen: baseline done in $(( $(date +%s) - start )) s"
 record baseline
 git add -A && git -c user.name=finpipe -c user.email=finpipe@localhost commit -qm "screen baseline" || true

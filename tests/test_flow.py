@@ -18,6 +18,7 @@ from test_dvc_pipeline import copy_repo
 pytestmark = pytest.mark.slow
 
 TINY_PRETRAIN = tiny_pretrain(save_steps=3, logging_steps=3, learning_rate=5e-5)
+KINDS = (("sentiment", "headlines"), ("ner", "news"))
 STAGES = sorted(
     [
         "ingest@corpus",
@@ -33,6 +34,8 @@ STAGES = sorted(
         "finetune-sentiment@headlines-base-13",
         "finetune-ner@news-adapted-13",
         "finetune-ner@news-base-13",
+        *(f"tapt-{kind}@{task}-{start}" for kind, task in KINDS for start in ("base", "adapted")),
+        *(f"finetune-{kind}-tapt@{task}-{start}-13" for kind, task in KINDS for start in ("base", "adapted")),
     ]
 )
 
