@@ -15,7 +15,8 @@ import yaml
 from helpers import tiny_finetune, tiny_pretrain
 from test_dvc_pipeline import copy_repo
 
-pytestmark = pytest.mark.slow
+# the whole tiny pipeline, 21 stages, twice: above pyproject's 900 s per test on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TINY_PRETRAIN = tiny_pretrain(save_steps=3, logging_steps=3, learning_rate=5e-5)
 KINDS = (("sentiment", "headlines"), ("ner", "news"))

@@ -24,7 +24,8 @@ from test_dvc_pipeline import copy_repo
 
 from finpipe import synth
 
-pytestmark = pytest.mark.slow
+# the whole user pipeline (TAPT included) runs in the first test's setup: above 900 s on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # "`datasets`, `sources` and `tasks` replace the embedded ones whole ... every other entry shown
