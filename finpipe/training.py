@@ -125,7 +125,6 @@ class L2SP:
         self.weight = weight
         self.params = [p for _, p in named_parameters]
         self.start = [p.detach().clone() for p in self.params]
-        self.names = [n for n, _ in named_parameters]
 
     def distance(self) -> torch.Tensor:
         """Squared L2 distance from the start (summed over every anchored parameter)."""

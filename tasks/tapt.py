@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 Kind = Literal["sentiment", "ner"]
 
 
-def task_texts(dataset_file: Path, kind: Kind, split: str) -> list[str]:
-    """One split's texts of a clean labelled dataset (an NER sentence: its tokens joined)."""
+def task_texts(dataset_file: Path, kind: Kind) -> dict[str, list[str]]:
+    """The texts of a clean labelled dataset by split (an NER sentence: its tokens joined)."""
     column = "tokens" if kind == "ner" else "text"
-    table = pq.read_table(dataset_file, columns=[column, "split"], filters=[("split", "==", split)])
-    values = table[column].to_pylist()
-    return [" ".join(v) for v in values] if kind == "ner" else values
+    table = pq.read_table(dataset_file, columns=[column, "split"])
+    out: dict[str, list[str]] = {}
+    for value, split in zip(table[column].to_pylist(), table["split"].to_pylist(), strict=True):
+        out.setdefault(split, []).append(" ".join(value) if kind == "ner" else value)
+    return out
 
 
 def pretrain_config(cfg: Tapt, start_model: Path) -> Pretrain:
@@ -51,7 +53,8 @@ def run(cfg: Tapt, kind: Kind, dataset_file: Path, start_model: Path, out: Outpu
         raise UserError(f"{dataset_file}: clean dataset not found; run the validate@{kind} stage first")
     if not (start_model / "config.json").is_file():
         raise UserError(f"{start_model}: no model here; run the stage that writes it (pretrain or base-model) first")
-    train, dev = task_texts(dataset_file, kind, "train"), task_texts(dataset_file, kind, "dev")
+    texts = task_texts(dataset_file, kind)
+    train, dev = texts.get("train", []), texts.get("dev", [])
     if not train:
         raise UserError(f"{dataset_file}: no train-split texts to pretrain on")
     if not dev:

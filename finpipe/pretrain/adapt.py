@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def _before(model: Any, cfg: Pretrain, data: tuple[Any, Any, Any], work: Path, b
     log.info("head warm-up: %d steps with the encoder frozen", warmup)
     if cfg.model.before_heads == "warmup":
         return {**heldout_metrics(model, eval_ds, collator, cfg.train.eval_batch_size, bf16), "head_steps": warmup}
-    steps = run_steps(cfg, len(train_ds))
+    steps = run_steps(cfg, len(train_ds), world_size=int(os.environ.get("WORLD_SIZE", "1")))
     fitted = copy.deepcopy(model)
     _train_heads(fitted, cfg, train_ds, collator, work / "before-heads", bf16, steps)
     metrics = heldout_metrics(fitted, eval_ds, collator, cfg.train.eval_batch_size, bf16)
