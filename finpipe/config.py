@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -280,6 +280,11 @@ class TrainBase:
     save_total_limit: int = Field(default=2, ge=1)
     logging_steps: int = Field(default=10, ge=1)
     eval_batch_size: int = Field(default=64, ge=1)
+    # length buckets: every batch (training and dev scoring) is padded up to a multiple of this,
+    # never past max_seq_length; 0 pads to the batch's longest row. `auto`: 64 on a GPU, where
+    # each new batch shape costs a new attention plan (finpipe.training.GPU_PAD_MULTIPLE); on a
+    # CPU, where it costs nothing, 8 for (continued) pretraining and the longest row for fine-tuning
+    pad_to_multiple_of: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
 
 
 @dataclass(config=_STRICT)

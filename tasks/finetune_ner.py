@@ -26,6 +26,7 @@ from finpipe.finetune.fit import check_labels, check_model_dir
 from finpipe.finetune.metrics import ner_metrics
 from finpipe.finetune.outputs import RunId
 from finpipe.finetune.stage import Encoded, StagePaths, finetune, load_splits, seeded_model, task_config
+from finpipe.training import pad_multiple
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,22 @@ class NerPlugin:
         return Encoded(dataset, {"sentences": len(rows), "windows": len(dataset), "windowed_sentences": enc.windowed_sentences})
 
     def collator(self) -> ner.NerCollator:
-        return ner.NerCollator(self.tokenizer.pad_token_id)
+        return ner.NerCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.train_cfg.max_seq_length)
+
+    @property
+    def pad_to_multiple_of(self) -> int | None:
+        return pad_multiple(self.train_cfg.pad_to_multiple_of, None)  # CPU: the longest window, as before
 
     def predict(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> list[list[str]]:
         """One tag per word of every row, stitched from the windows."""
         tags, _ = ner.predict_words(
-            model, self.tokenizer, words(rows), batch_size=self.train_cfg.eval_batch_size, bf16=bf16, **self.window
+            model,
+            self.tokenizer,
+            words(rows),
+            batch_size=self.train_cfg.eval_batch_size,
+            bf16=bf16,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            **self.window,
         )
         return tags
 

@@ -28,6 +28,7 @@ from finpipe.finetune.fit import check_labels, check_model_dir
 from finpipe.finetune.metrics import class_metrics, score_metrics
 from finpipe.finetune.outputs import RunId
 from finpipe.finetune.stage import Encoded, LabelledSplits, StagePaths, finetune, load_splits, seeded_model, task_config
+from finpipe.training import pad_multiple
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,11 @@ class SentimentPlugin:
         return Encoded(dataset, {"examples": len(dataset), "truncated": truncated})
 
     def collator(self) -> sm.SentimentCollator:
-        return sm.SentimentCollator(self.tokenizer)
+        return sm.SentimentCollator(self.tokenizer, self.pad_to_multiple_of, self.train_cfg.max_seq_length)
+
+    @property
+    def pad_to_multiple_of(self) -> int | None:
+        return pad_multiple(self.train_cfg.pad_to_multiple_of, None)  # CPU: the longest row, as before
 
     def predict(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> dict[str, np.ndarray]:
         return sm.predict(
@@ -134,6 +139,7 @@ class SentimentPlugin:
             batch_size=self.train_cfg.eval_batch_size,
             max_length=self.train_cfg.max_seq_length,
             bf16=bf16,
+            pad_to_multiple_of=self.pad_to_multiple_of,
         )
 
     def dev_metrics(self, model: Any, rows: pd.DataFrame, *, bf16: bool) -> dict[str, Any]:

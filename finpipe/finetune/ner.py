@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from finpipe.training import bucket_width
+
 SPEC_KEY = "finpipe_ner"
 
 
@@ -125,13 +127,16 @@ def dataset_rows(enc: Encoded) -> dict[str, list[Any]]:
 
 
 class NerCollator:
-    """Pads ids with the pad id and labels with -100 to the longest window of the batch."""
+    """Pads ids with the pad id and labels with -100 to the longest window of the batch, rounded
+    up to `pad_to_multiple_of` (at most `max_length`: finpipe.training.bucket_width)."""
 
-    def __init__(self, pad_id: int) -> None:
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None, max_length: int | None = None) -> None:
         self.pad_id = pad_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_length = max_length
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
+        width = bucket_width(max(len(r["input_ids"]) for r in rows), self.pad_to_multiple_of, self.max_length)
 
         def pad(key: str, value: int) -> torch.Tensor:
             return torch.tensor([list(r[key]) + [value] * (width - len(r[key])) for r in rows], dtype=torch.long)
@@ -153,15 +158,17 @@ def predict_words(
     batch_size: int,
     bf16: bool = False,
     progress: bool = False,
+    pad_to_multiple_of: int | None = None,
 ) -> tuple[list[list[str]], Encoded]:
-    """One tag per word for every sentence (words without sub-tokens get O)."""
+    """One tag per word for every sentence (words without sub-tokens get O). `pad_to_multiple_of`:
+    length buckets (the stage's dev scoring passes its own on a GPU)."""
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     enc = encode(tokenizer, sentences, None, {}, max_length=max_length, stride=stride)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     order = np.argsort([len(x) for x in enc.input_ids], kind="stable")
-    collate = NerCollator(tokenizer.pad_token_id)
+    collate = NerCollator(tokenizer.pad_token_id, pad_to_multiple_of, max_length)
     best: list[np.ndarray | None] = [None] * len(enc.input_ids)
     batches = range(0, len(order), batch_size)
     if progress:

@@ -21,6 +21,8 @@ from torch import nn
 from transformers import BertModel, BertPreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
+from finpipe.training import bucket_width
+
 SPEC_KEY = "finpipe_sentiment"
 
 
@@ -212,14 +214,22 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length:
 
 
 class SentimentCollator:
-    """Pads a batch to its longest member; labels as int64, scores as float (NaN = unknown)."""
+    """Pads a batch to its longest member, rounded up to `pad_to_multiple_of` (at most
+    `max_length`: finpipe.training.bucket_width); labels as int64, scores as float (NaN = unknown)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None, max_length: int | None = None
+    ) -> None:
         self.tokenizer = tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_length = max_length
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in rows[0]]
-        batch = self.tokenizer.pad([{k: r[k] for k in keys} for r in rows], return_tensors="pt")
+        width = bucket_width(max(len(r["input_ids"]) for r in rows), self.pad_to_multiple_of, self.max_length)
+        batch = self.tokenizer.pad(
+            [{k: r[k] for k in keys} for r in rows], padding="max_length", max_length=width, return_tensors="pt"
+        )
         if "labels" in rows[0]:
             batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
         if "scores" in rows[0]:
@@ -237,15 +247,17 @@ def predict(
     max_length: int,
     bf16: bool = False,
     progress: bool = False,
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Batched inference, shortest texts together (little padding); results in input order:
-    `probs` (n, K) and `label` (n,) when the head has classes, `score` (n,) when it has one."""
+    `probs` (n, K) and `label` (n,) when the head has classes, `score` (n,) when it has one.
+    `pad_to_multiple_of`: length buckets (the stage's dev scoring passes its own on a GPU)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     enc, _ = encode(tokenizer, texts, max_length)
     order = np.argsort(enc["length"], kind="stable")
-    collate = SentimentCollator(tokenizer)
+    collate = SentimentCollator(tokenizer, pad_to_multiple_of, max_length)
     logits_out: list[np.ndarray] = []
     scores_out: list[np.ndarray] = []
     batches = range(0, len(order), batch_size)

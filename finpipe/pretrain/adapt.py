@@ -33,7 +33,16 @@ from finpipe.pretrain.data import cached_examples, mix_replay, tokenizer_fingerp
 from finpipe.pretrain.dropout import use_bulk_mask_dropout
 from finpipe.pretrain.heldout import heldout_metrics
 from finpipe.run_summary import WALL_CLOCK, LogAtCheckpoints, checkpoint_progress, mean_training_loss
-from finpipe.training import L2SP, Trainer, dvclive_callback, is_main_process, resume_point, training_arguments, use_bf16
+from finpipe.training import (
+    L2SP,
+    Trainer,
+    dvclive_callback,
+    is_main_process,
+    pad_multiple,
+    resume_point,
+    training_arguments,
+    use_bf16,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +64,15 @@ def label_names(cfg: Pretrain) -> list[str]:
 
 
 def collator_for(cfg: Pretrain, tokenizer: Any) -> PretrainCollator:
+    """The stage's collator; on a CPU (`auto`) it pads to a multiple of 8, as it always has."""
     return PretrainCollator(
-        tokenizer, cfg.data.mlm_probability, cfg.data.whole_word_mask, seed=cfg.data.seed, masking=cfg.data.masking
+        tokenizer,
+        cfg.data.mlm_probability,
+        cfg.data.whole_word_mask,
+        pad_to_multiple_of=pad_multiple(cfg.train.pad_to_multiple_of, 8),
+        seed=cfg.data.seed,
+        masking=cfg.data.masking,
+        max_length=cfg.data.max_seq_length,
     )
 
 

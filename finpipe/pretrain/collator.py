@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from finpipe.training import bucket_width
+
 IGNORE = -100
 
 
@@ -30,6 +32,7 @@ class PretrainCollator:
         pad_to_multiple_of: int | None = 8,
         seed: int = 0,
         masking: str = "static",
+        max_length: int | None = None,
     ) -> None:
         self.seed = seed
         self.dynamic = masking == "dynamic"
@@ -40,6 +43,7 @@ class PretrainCollator:
         self.mlm_probability = mlm_probability
         self.whole_word_mask = whole_word_mask
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_length = max_length  # the examples' max_seq_length: padding stops there
         self.special = torch.zeros(self.vocab_size, dtype=torch.bool)
         self.special[list(tokenizer.all_special_ids)] = True
         # WordPiece continuation pieces start with "##": they follow their word's first piece
@@ -83,9 +87,7 @@ class PretrainCollator:
         return torch.Generator().manual_seed(seed)
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(e["input_ids"]) for e in examples)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        width = bucket_width(max(len(e["input_ids"]) for e in examples), self.pad_to_multiple_of, self.max_length)
         input_ids = self._pad([e["input_ids"] for e in examples], self.pad_id, width)
         batch = {
             "input_ids": input_ids,
