@@ -41,10 +41,10 @@ in between: sampler, dataset reads, collator (masking included), host-to-device 
 backward, optimizer and scheduler steps and the Trainer's own bookkeeping; Trainer and model set-up
 before step 1 is not on it. On a GPU it waits for the device at those two points only, so the host
 prepares the next batch while the GPU runs the last, as in a real run (`--sync-every-step`: it
-waits after every step, and host work no longer overlaps). Each of (a), (b), (c) runs `--reps` times from scratch (order rotated
-every round), after `--warmup-reps` untimed rounds (default: none on a CPU, one on a GPU, where
+waits after every step, and host work no longer overlaps). Each run goes `--reps` times from
+scratch (order rotated every round), after `--warmup-reps` untimed rounds (default: none on a CPU, one on a GPU, where
 each new batch shape builds kernels once). Reported: useful (non-pad) tokens/s, median and
-min-max over the repetitions; padding; the mean training loss over all steps; the achieved FLOP/s
+min-max over the repetitions; samples/s; padding; the mean training loss over all steps; the achieved FLOP/s
 of (c); a square matmul's FLOP/s here. Then one JSON line.
 
 What is shared, exactly: the examples (token ids, segments, NSP labels), the initial weights and
