@@ -282,7 +282,7 @@ class TrainBase:
     eval_batch_size: int = Field(default=64, ge=1)
     # length buckets: every batch (training and dev scoring) is padded up to a multiple of this,
     # never past max_seq_length; 0 pads to the batch's longest row. `auto`: 64 on a GPU, where
-    # each new batch shape costs a new attention plan (finpipe.training.GPU_PAD_MULTIPLE); on a
+    # each new batch shape costs a new attention plan (finpipe.buckets.GPU_PAD_MULTIPLE); on a
     # CPU, where it costs nothing, 8 for (continued) pretraining and the longest row for fine-tuning
     pad_to_multiple_of: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
 

@@ -20,13 +20,13 @@ import pandas as pd
 from datasets import Dataset
 from transformers import AutoTokenizer, BertForTokenClassification
 
+from finpipe.buckets import pad_multiple
 from finpipe.config import Finetune, FinetuneTrain, NerFinetune, NerTask
 from finpipe.finetune import ner
 from finpipe.finetune.fit import check_labels, check_model_dir
 from finpipe.finetune.metrics import ner_metrics
 from finpipe.finetune.outputs import RunId
 from finpipe.finetune.stage import Encoded, StagePaths, finetune, load_splits, seeded_model, task_config
-from finpipe.training import pad_multiple
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import pandas as pd
 from datasets import Dataset
 from transformers import AutoConfig, AutoTokenizer
 
+from finpipe.buckets import pad_multiple
 from finpipe.config import Finetune, FinetuneTrain, SentimentTask
 from finpipe.errors import UserError
 from finpipe.finetune import sentiment as sm
@@ -28,7 +29,6 @@ from finpipe.finetune.fit import check_labels, check_model_dir
 from finpipe.finetune.metrics import class_metrics, score_metrics
 from finpipe.finetune.outputs import RunId
 from finpipe.finetune.stage import Encoded, LabelledSplits, StagePaths, finetune, load_splits, seeded_model, task_config
-from finpipe.training import pad_multiple
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from finpipe.buckets import GPU_PAD_MULTIPLE, bucket_width, pad_multiple
 from finpipe.config import NerTrain, Pretrain, PretrainData, PretrainTrain, SentimentTrain, load_params
 from finpipe.errors import UserError
 from finpipe.finetune.ner import NerCollator
 from finpipe.finetune.sentiment import SentimentCollator
 from finpipe.pretrain.adapt import collator_for
 from finpipe.pretrain.base import train_wordpiece
-from finpipe.training import GPU_PAD_MULTIPLE, bucket_width, pad_multiple
 
 
 @pytest.fixture(scope="module")

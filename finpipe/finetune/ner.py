@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from finpipe.training import bucket_width
+from finpipe.buckets import bucket_width
 
 SPEC_KEY = "finpipe_ner"
 
@@ -128,7 +128,7 @@ def dataset_rows(enc: Encoded) -> dict[str, list[Any]]:
 
 class NerCollator:
     """Pads ids with the pad id and labels with -100 to the longest window of the batch, rounded
-    up to `pad_to_multiple_of` (at most `max_length`: finpipe.training.bucket_width)."""
+    up to `pad_to_multiple_of` (at most `max_length`: finpipe.buckets.bucket_width)."""
 
     def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None, max_length: int | None = None) -> None:
         self.pad_id = pad_id

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import BertModel, BertPreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from finpipe.training import bucket_width
+from finpipe.buckets import bucket_width
 
 SPEC_KEY = "finpipe_sentiment"
 
@@ -215,7 +215,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length:
 
 class SentimentCollator:
     """Pads a batch to its longest member, rounded up to `pad_to_multiple_of` (at most
-    `max_length`: finpipe.training.bucket_width); labels as int64, scores as float (NaN = unknown)."""
+    `max_length`: finpipe.buckets.bucket_width); labels as int64, scores as float (NaN = unknown)."""
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None, max_length: int | None = None

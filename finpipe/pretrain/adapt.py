@@ -25,6 +25,7 @@ import yaml
 from transformers import set_seed
 
 from finpipe.atomic import atomic_dir, write_json
+from finpipe.buckets import pad_multiple
 from finpipe.config import Pretrain
 from finpipe.fingerprint import fingerprint
 from finpipe.pretrain.base import extend_vocab, load_base
@@ -38,7 +39,6 @@ from finpipe.training import (
     Trainer,
     dvclive_callback,
     is_main_process,
-    pad_multiple,
     resume_point,
     training_arguments,
     use_bf16,

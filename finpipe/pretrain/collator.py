@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from finpipe.training import bucket_width
+from finpipe.buckets import bucket_width
 
 IGNORE = -100
 
