@@ -117,13 +117,13 @@ def worker_slot() -> int | None:
 
 def stage_env(workspace: Path, threads: int | None, gpus: list[str], slot: int | None) -> dict[str, str]:
     """The stage's environment: the workspace's own code first on the import path; torch
-    threads capped so that N concurrent stages do not oversubscribe the cores (unless the user
-    set them); one GPU per worker slot."""
+    threads set so that N concurrent stages do not oversubscribe the cores (Dask's nanny sets
+    them to 1 in every worker: overridden); one GPU per worker slot."""
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join([str(workspace), *filter(None, [env.get("PYTHONPATH")])])
     if threads:
         for var in _THREAD_VARS:
-            env.setdefault(var, str(threads))
+            env[var] = str(threads)
     if gpus and slot is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     return env
@@ -244,7 +244,13 @@ def dvc_order(root: Path, names: list[str]) -> list[str]:
     return [n for n in order if n in wanted]
 
 
-def default_threads(concurrency: int) -> int:
-    """Cores per concurrent stage on this machine (at least 1)."""
+def stage_threads(concurrency: int, explicit: int | None = None) -> int:
+    """Threads per concurrent stage: `explicit`, else OMP_NUM_THREADS as the user set it for the
+    flow, else this machine's cores divided by the concurrency (at least 1)."""
+    if explicit:
+        return explicit
+    user = os.environ.get("OMP_NUM_THREADS", "")
+    if user.isdigit() and int(user) > 0:
+        return int(user)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, concurrency))

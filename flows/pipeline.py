@@ -176,8 +176,8 @@ def pipeline(
     concurrency: stages at a time (a local Dask cluster of that many worker processes); 1 runs
         them one after another in this workspace
     dask_address: a running Dask scheduler (tcp://host:8786) instead of a local cluster
-    threads_per_stage: torch/OpenMP threads of each stage (default: this machine's cores
-        divided by concurrency; OMP_NUM_THREADS set by the user wins)
+    threads_per_stage: torch/OpenMP threads of each stage (default: OMP_NUM_THREADS if set,
+        else this machine's cores divided by concurrency)
     """
     from prefect.runtime import flow_run
 
@@ -253,13 +253,19 @@ def _fan_out(
     files = fanout.project_files(root)
     cache = str(fanout.cache_dir(root))
     workdir = str(root / ".dvc" / "tmp" / "fanout")
-    threads = threads_per_stage or fanout.default_threads(concurrency)
+    threads = fanout.stage_threads(concurrency, threads_per_stage)
     gpus = fanout.visible_gpus()
     if dask_address:
         runner = DaskTaskRunner(address=dask_address)
     else:
         runner = DaskTaskRunner(
-            cluster_kwargs={"n_workers": concurrency, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+            cluster_kwargs={
+                "n_workers": concurrency,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": ":0",
+            }
         )
     isolated = fanout.run_stage_isolated.with_options(retries=retries, retry_delay_seconds=delays)
     fresh_task = run_stage.with_options(retries=0)

@@ -14,6 +14,7 @@ loopback (worker processes, TCP on 127.0.0.1) under prefect_test_harness:
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import shutil
@@ -38,7 +39,9 @@ TIMED = re.compile(r"(metrics\.json|/live/.*|reports/report\.(md|html)|reports/e
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **extra}
+    # offline, as the flow runs its stages (a saved tokenizer records the setting)
+    base = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
+    return {**os.environ, **base, **extra}
 
 
 def _dvc(ws: Path, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
@@ -167,11 +170,14 @@ def test_a_killed_worker_is_rescheduled_and_the_pipeline_completes(fanned):
     original = (ws / "dvc.yaml").read_text()
     # base-model made slow enough to be caught in the middle (it reruns; nothing below changes)
     _set_cmd(ws, "base-model", lambda cmd: f"sleep 25 && {cmd}")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as cluster:
         with Client(cluster):
             result: dict = {}
+            # the flow in a thread of its own, in this thread's context (the test harness's API settings)
+            ctx = contextvars.copy_context()
             runner = threading.Thread(
-                target=lambda: result.update(state=_flow(ws, dask_address=cluster.scheduler_address, threads_per_stage=1))
+                target=ctx.run,
+                args=(lambda: result.update(state=_flow(ws, dask_address=cluster.scheduler_address, threads_per_stage=1)),),
             )
             runner.start()
             deadline = time.time() + 600

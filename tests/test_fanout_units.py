@@ -83,8 +83,8 @@ def test_stage_env_caps_threads_and_gives_each_slot_one_gpu(tmp_path, monkeypatc
     assert env["CUDA_VISIBLE_DEVICES"] == "1"
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)  # the workspace's code runs
     assert "CUDA_VISIBLE_DEVICES" not in fanout.stage_env(tmp_path, 3, [], slot=0)
-    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's choice wins
-    assert fanout.stage_env(tmp_path, 3, [], slot=None)["OMP_NUM_THREADS"] == "7"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as Dask's nanny sets it in every worker
+    assert fanout.stage_env(tmp_path, 3, [], slot=None)["OMP_NUM_THREADS"] == "3"
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
@@ -94,10 +94,14 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     assert fanout.visible_gpus() == []
 
 
-def test_default_threads_split_the_cores():
+def test_stage_threads_split_the_cores_unless_told(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cores = len(os.sched_getaffinity(0))
-    assert fanout.default_threads(1) == cores
-    assert fanout.default_threads(cores * 4) == 1
+    assert fanout.stage_threads(1) == cores
+    assert fanout.stage_threads(cores * 4) == 1
+    assert fanout.stage_threads(2, explicit=5) == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting for the flow
+    assert fanout.stage_threads(2) == 7
 
 
 def test_dvc_order_is_dvc_repro_order(tmp_path):
