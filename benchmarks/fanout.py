@@ -26,6 +26,7 @@ profile's pretraining). Not a test: it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -145,7 +146,7 @@ def main() -> None:
     e.add_argument("results", type=Path)
     e.add_argument("--project", type=Path, default=ROOT)
     e.add_argument("--workers", type=int, nargs="+", default=[1, 2, 16])
-    e.add_argument("--extra", action="append", default=[], metavar="STAGE=SECONDS")
+    e.add_argument("--extra", action="append", default=[], metavar="STAGE=SECONDS", help="STAGE may be a glob")
     args = ap.parse_args()
 
     if args.cmd == "run":
@@ -166,13 +167,14 @@ def main() -> None:
             shutil.rmtree(scratch, ignore_errors=True)
         return
 
-    data = json.loads(args.results.read_text())
+    data = json.loads(args.results.read_text()) if args.results.is_file() else {"runs": [{"stage_s": {}}]}
     # the sequential run's stage times: each stage alone with all cores, as on a worker of its own
     durations = dict(data["runs"][0]["stage_s"])
-    for item in args.extra:
-        name, _, seconds = item.partition("=")
-        durations[name] = float(seconds)
     deps = graph(args.project.resolve())
+    for item in args.extra:  # STAGE=SECONDS, STAGE may be a glob: 'finetune-ner@fin5-*=150'
+        pattern, _, seconds = item.partition("=")
+        for name in fnmatch.filter(deps, pattern) or [pattern]:
+            durations[name] = float(seconds)
     missing = sorted(set(deps) - set(durations))
     if missing:
         print(f"no time for {len(missing)} stage(s), counted as 0: {', '.join(missing)}")

@@ -40,6 +40,7 @@ from flows.dvc_stage import TransientStageError, _env, _retry_transient, classif
 
 _RAN = "Running stage '{}'"
 _RESTORED = "Stage '{}' is cached - skipping run"
+_LINK_ABOVE = 1 << 20  # bytes
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -89,9 +90,16 @@ def make_workspace(root: Path, parent: Path, stage: str, files: list[str], cache
     parent.mkdir(parents=True, exist_ok=True)
     ws = Path(tempfile.mkdtemp(prefix=re.sub(r"[^\w.-]+", "_", stage) + "-", dir=parent))
     for rel in files:
-        dst = ws / rel
+        src, dst = root / rel, ws / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / rel, dst, follow_symlinks=False)
+        # large files (data the user keeps in the project): a hard link, stages only read them
+        if not src.is_symlink() and src.stat().st_size >= _LINK_ABOVE:
+            try:
+                os.link(src, dst)
+                continue
+            except OSError:  # another file system, or links not allowed: copy
+                pass
+        shutil.copy2(src, dst, follow_symlinks=False)
     # the project's local config (remotes, credentials) with the cache pointed at the project's;
     # hard links make checking out upstream models cheap (stages never write into their inputs)
     local = root / ".dvc" / "config.local"

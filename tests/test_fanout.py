@@ -33,9 +33,11 @@ from test_flow import STAGES, harness, tiny_workspace  # noqa: F401 - harness is
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 BIN = Path(sys.executable).parent
 
-# outputs that record wall-clock time (runtimes, tokens/s, dvclive's timestamps): they differ
-# between any two runs, sequential or not; every other output must hash the same
-TIMED = re.compile(r"(metrics\.json|/live/.*|reports/report\.(md|html)|reports/evaluate/details\.json)$")
+# outputs that record wall-clock time (runtimes, tokens/s, dvclive's timestamps), and folders
+# holding them: they differ between any two runs, sequential or not; every other hash must match
+TIMED = re.compile(
+    r"(metrics\.json|/live/.*|reports/report\.(md|html)|reports/evaluate/details\.json|^reports/(finetune|tapt|pretrain))$"
+)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -51,17 +53,17 @@ def _dvc(ws: Path, *args: str, check: bool = True, **env: str) -> subprocess.Com
     return proc
 
 
-def _masked_lock(ws: Path) -> list[str]:
-    """dvc.lock's lines with the hashes (md5, size, nfiles) of timing-bearing files blanked."""
-    out, timed = [], False
-    for line in (ws / "dvc.lock").read_text().splitlines():
-        m = re.match(r"\s*- path: (.*)$", line)
-        if m:
-            timed = bool(TIMED.search(m.group(1)))
-        elif re.match(r"\s*(md5|size|nfiles):", line) and timed:
-            line = re.sub(r":.*", ": <timed>", line)
-        out.append(line)
-    return out
+def _lock_view(ws: Path) -> tuple[dict, list[str]]:
+    """dvc.lock parsed, with the hashes (md5, size, nfiles) of timing-bearing paths blanked, and
+    its text without the hash lines: together, the file byte for byte but for those values."""
+    text = (ws / "dvc.lock").read_text()
+    doc = yaml.safe_load(text)
+    for stage in doc["stages"].values():
+        for item in stage.get("deps", []) + stage.get("outs", []):
+            if TIMED.search(item["path"]):
+                item.update({k: "<timed>" for k in ("md5", "size", "nfiles") if k in item})
+    skeleton = [line for line in text.splitlines() if not re.match(r"\s*(md5|size|nfiles):", line)]
+    return doc, skeleton
 
 
 def _flow(ws: Path, **kwargs):
@@ -79,12 +81,12 @@ def _runs(state) -> list:
 
 
 @pytest.fixture(scope="module")
-def sequential_lock(tmp_path_factory) -> list[str]:
+def sequential_lock(tmp_path_factory) -> tuple[dict, list[str]]:
     """The reference: plain `dvc repro`, one thread per stage as in the concurrent run (thread
     counts change float summation order, hence model bytes)."""
     ws = tiny_workspace(tmp_path_factory.mktemp("seq") / "repo")
     _dvc(ws, "repro", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return _masked_lock(ws)
+    return _lock_view(ws)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,10 @@ def test_two_concurrent_stages_write_the_sequential_dvc_lock(fanned, sequential_
     assert sorted(r.name for r in runs) == STAGES  # one task run per stage, each ran once
     spans = sorted((r.start_time, r.end_time) for r in runs)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two stages overlapped in time"
-    assert _masked_lock(ws) == sequential_lock
+    doc, skeleton = _lock_view(ws)
+    assert list(doc["stages"]) == list(sequential_lock[0]["stages"])  # dvc repro's order
+    assert skeleton == sequential_lock[1]  # every line but the hash values, byte for byte
+    assert doc == sequential_lock[0]  # every hash but those of timing-bearing files
     assert "up to date" in _dvc(ws, "status").stdout
     assert not list((ws / ".dvc" / "tmp" / "fanout").iterdir())  # stage workspaces removed
 
@@ -166,7 +171,7 @@ def test_a_killed_worker_is_rescheduled_and_the_pipeline_completes(fanned):
     from distributed import Client, LocalCluster
 
     ws, _ = fanned
-    before = _masked_lock(ws)
+    before, _ = _lock_view(ws)
     original = (ws / "dvc.yaml").read_text()
     # base-model made slow enough to be caught in the middle (it reruns; nothing below changes)
     _set_cmd(ws, "base-model", lambda cmd: f"sleep 25 && {cmd}")
@@ -197,9 +202,9 @@ def test_a_killed_worker_is_rescheduled_and_the_pipeline_completes(fanned):
     assert state.is_completed(), state.message
     assert state.result()["base-model"] == "ran"
     # the same dvc.lock as before, but for base-model's new command
-    after = yaml.safe_load("\n".join(_masked_lock(ws)))["stages"]
+    after = _lock_view(ws)[0]["stages"]
     assert after["base-model"].pop("cmd").startswith("sleep 25 && ")
-    expected = yaml.safe_load("\n".join(before))["stages"]
+    expected = before["stages"]
     expected["base-model"].pop("cmd")
     assert list(after) == list(expected) and after == expected
     (ws / "dvc.yaml").write_text(original)

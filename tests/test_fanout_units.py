@@ -57,6 +57,7 @@ def test_workspace_copies_the_project_and_shares_its_cache(tmp_path):
     root = _dvc_project(tmp_path / "p", DIAMOND)
     (root / ".dvc" / "config.local").write_text("[core]\n    remote = mine\n['remote \"mine\"']\n    url = /srv/x\n")
     (root / "new-untracked.txt").write_text("kept\n")
+    (root / "big.bin").write_bytes(b"x" * (2 << 20))
     (root / "ignored.log").write_text("not kept\n")
     (root / ".gitignore").write_text("*.log\n")
     files = fanout.project_files(root)
@@ -64,6 +65,8 @@ def test_workspace_copies_the_project_and_shares_its_cache(tmp_path):
     ws = fanout.make_workspace(root, tmp_path / "work", "finetune-sentiment@headlines-base-13", files, tmp_path / "cache")
     assert ws.parent == tmp_path / "work" and ws.name.startswith("finetune-sentiment_headlines-base-13-")
     assert (ws / "new-untracked.txt").read_text() == "kept\n" and not (ws / "ignored.log").exists()
+    assert (ws / "big.bin").stat().st_ino == (root / "big.bin").stat().st_ino  # linked, not copied
+    assert (ws / "dvc.yaml").stat().st_ino != (root / "dvc.yaml").stat().st_ino
     conf = ConfigObj(str(ws / ".dvc" / "config.local"))
     assert conf["cache"]["dir"] == str(tmp_path / "cache") and conf["core"]["no_scm"] == "true"
     assert conf["core"]["remote"] == "mine" and conf['remote "mine"']["url"] == "/srv/x"  # the user's local config kept
