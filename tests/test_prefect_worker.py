@@ -6,7 +6,7 @@
 the worker runs to completion, one task run per stage, carrying the commit as its
 `deployment_version`. A second run triggered meanwhile waits for the first (the deployment's
 concurrency limit), then skips every stage; the scheduler's upcoming nightly runs carry the
-commit too. test_deploy_from_prefect_yaml alone needs no worker and no pipeline run (seconds)."""
+commit too. test_deploy_from_prefect_yaml alone needs no worker and no pipeline run (about 35 s)."""
 
 from __future__ import annotations
 
