@@ -172,6 +172,7 @@ def test_a_killed_worker_is_rescheduled_and_the_pipeline_completes(fanned):
 
     ws, _ = fanned
     before, _ = _lock_view(ws)
+    lock_text = (ws / "dvc.lock").read_text()
     original = (ws / "dvc.yaml").read_text()
     # base-model made slow enough to be caught in the middle (it reruns; nothing below changes)
     _set_cmd(ws, "base-model", lambda cmd: f"sleep 25 && {cmd}")
@@ -207,7 +208,11 @@ def test_a_killed_worker_is_rescheduled_and_the_pipeline_completes(fanned):
     expected = before["stages"]
     expected["base-model"].pop("cmd")
     assert list(after) == list(expected) and after == expected
+    # back to the first run's state for the tests after this one
     (ws / "dvc.yaml").write_text(original)
+    (ws / "dvc.lock").write_text(lock_text)
+    _dvc(ws, "checkout", "--force")
+    assert "up to date" in _dvc(ws, "status").stdout
 
 
 def test_a_fresh_clone_pulls_from_the_local_remote_and_reproduces_nothing(fanned, tmp_path):
