@@ -16,7 +16,8 @@ export TOKENIZERS_PARALLELISM := false
 
 FINPIPE_DATA ?= ../shared/data
 
-.PHONY: run test chromium real real-data real-pretrain bench bench-pretrain bench-finetune lint clean
+.PHONY: run test chromium real real-data real-pretrain bench bench-pretrain bench-finetune lint clean \
+	prefect-server pool deploy worker deploy-run
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -68,6 +69,34 @@ bench-pretrain: $(STAMP)
 ## make bench-finetune: the article's fine-tuning loop vs the sentiment stage's (tokens/s, samples/s); needs FPB
 bench-finetune: $(STAMP)
 	$(PY) benchmarks/finetune_speed.py
+
+## Prefect deployments on a process work pool (README, "Deployments on a work pool"), on the
+## server at PREFECT_API_URL (default: `make prefect-server`, 127.0.0.1:$(PREFECT_PORT))
+PREFECT_PORT ?= 4200
+PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+POOL ?= finpipe
+DEPLOYMENT ?= nightly
+
+## make prefect-server: a local Prefect server (UI and API on 127.0.0.1 only; SQLite under ~/.prefect)
+prefect-server: $(STAMP)
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+## make pool: the process work pool (once; nothing happens when it exists)
+pool: $(STAMP)
+	@PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
+	  PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/prefect work-pool create $(POOL) --type process
+
+## make deploy: register (or update) the deployment of prefect.yaml: version = this commit, nightly cron
+deploy: pool
+	PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/prefect --no-prompt deploy --prefect-file prefect.yaml --name $(DEPLOYMENT) --pool $(POOL)
+
+## make worker: a worker that runs the pool's flow runs (scheduled or triggered) while it lives
+worker: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/prefect worker start --pool $(POOL)
+
+## make deploy-run: a run of the deployment now (a worker must be up to run it)
+deploy-run: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/prefect deployment run finbert-pipeline/$(DEPLOYMENT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check finpipe tasks flows tests benchmarks

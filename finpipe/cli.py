@@ -216,6 +216,9 @@ def _cmd_flow(args: argparse.Namespace) -> int:
         force=args.force,
         retries=args.retries,
         project_dir=args.project_dir,
+        concurrency=args.concurrency,
+        dask_address=args.dask_address,
+        threads_per_stage=args.threads_per_stage,
         return_state=True,
     )
     if state.is_failed():
@@ -228,7 +231,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _prefect_env()
     from flows.pipeline import serve
 
-    params: dict[str, Any] = {"project_dir": str(Path(args.project_dir).resolve()), "retries": args.retries}
+    params: dict[str, Any] = {
+        "project_dir": str(Path(args.project_dir).resolve()),
+        "retries": args.retries,
+        "concurrency": args.concurrency,
+        "dask_address": args.dask_address,
+        "threads_per_stage": args.threads_per_stage,
+    }
     if args.set:
         params["overrides"] = _overrides(args.set)
     serve(args.name, args.cron, params)
@@ -380,7 +389,31 @@ def _add_flow(sub: Subparsers) -> None:
     p.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     p.add_argument("--retries", type=int, default=2, help="retries after a transient stage failure")
     p.add_argument("--project-dir", default=".")
+    _add_concurrency(p)
     p.set_defaults(func=_cmd_flow)
+
+
+def _add_concurrency(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        help="stages at a time on a local Dask cluster, each in its own workspace sharing the DVC cache (1: one by one)",
+    )
+    p.add_argument("--dask-address", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786, instead of a local cluster")
+    p.add_argument(
+        "--threads-per-stage",
+        type=_positive_int,
+        default=None,
+        help="torch/OpenMP threads per concurrent stage (default: cores / concurrency)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def _add_serve(sub: Subparsers) -> None:
@@ -390,6 +423,7 @@ def _add_serve(sub: Subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--project-dir", default=".")
+    _add_concurrency(p)
     p.set_defaults(func=_cmd_serve)
 
 

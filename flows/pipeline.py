@@ -9,8 +9,11 @@ clean and the next `dvc repro` reruns nothing. The run is saved as a DVC experim
 after the flow run (linked from the run's `dvc-experiment` artifact). Only when no stage ran
 (everything was fresh, or the first stage refused the params) is params.yaml put back.
 
-Stages run one after another: `dvc repro` holds a repository lock, so two stages of one
-workspace cannot run at the same time.
+By default stages run one after another (`dvc repro` locks its workspace). With
+`concurrency` > 1, or the address of a running Dask cluster, every stage whose upstream stages
+are done runs at once on Prefect's Dask task runner, each in a stage workspace of its own that
+shares the DVC cache; the results are then replayed into this workspace from DVC's run-cache
+(flows/fanout.py says how, and why dvc.lock ends up as a sequential run writes it).
 """
 
 from __future__ import annotations
@@ -157,6 +160,9 @@ def pipeline(
     retry_delay_seconds: float = 10.0,
     project_dir: str | None = None,
     record: bool = True,
+    concurrency: int = 1,
+    dask_address: str | None = None,
+    threads_per_stage: int | None = None,
 ) -> dict[str, str]:
     """Run the DVC pipeline stage by stage.
 
@@ -167,6 +173,11 @@ def pipeline(
     retry_delay_seconds: first retry delay; each further retry waits twice as long
     project_dir: the repository (default: the working directory)
     record: save the run as a DVC experiment named after the flow run
+    concurrency: stages at a time (a local Dask cluster of that many worker processes); 1 runs
+        them one after another in this workspace
+    dask_address: a running Dask scheduler (tcp://host:8786) instead of a local cluster
+    threads_per_stage: torch/OpenMP threads of each stage (default: OMP_NUM_THREADS if set,
+        else this machine's cores divided by concurrency)
     """
     from prefect.runtime import flow_run
 
@@ -179,10 +190,11 @@ def pipeline(
     failed = True
     try:
         stale = None if force else stale_stages(root)
-        stage_task = run_stage.with_options(
-            retries=retries, retry_delay_seconds=[retry_delay_seconds * 2**i for i in range(max(retries, 1))]
-        )
-        for stage in plan:
+        delays = [retry_delay_seconds * 2**i for i in range(max(retries, 1))]
+        stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delays)
+        if concurrency > 1 or dask_address:
+            _fan_out(root, plan, stale, force, retries, delays, concurrency, dask_address, threads_per_stage, outcome)
+        for stage in [] if concurrency > 1 or dask_address else plan:
             # DVC's own verdict, taken once up front, holds until an upstream stage reruns
             known_fresh = (
                 stale is not None and stage.name not in stale and not any(outcome.get(u) == "ran" for u in stage.upstream)
@@ -193,7 +205,8 @@ def pipeline(
             outcome[stage.name] = "ran" if state.result()["ran"] else "skipped"
         failed = False
     finally:
-        ran = any(v == "ran" for v in outcome.values())
+        # restored: replayed from the run-cache into this workspace, under the overrides too
+        ran = any(v in ("ran", "restored") for v in outcome.values())
         if original_params is not None and not ran:
             restore_params(root, original_params)  # nothing ran under the overrides: nothing to keep in step
             if failed:  # DVC removed the failed stage's outputs before running it: bring them back
@@ -208,6 +221,119 @@ def pipeline(
     if record and ran:
         record_experiment(root, flow_run.name or "prefect-run")
     return outcome
+
+
+def _fan_out(
+    root: Path,
+    plan: list[PlannedStage],
+    stale: set[str] | None,
+    force: bool,
+    retries: int,
+    delays: list[float],
+    concurrency: int,
+    dask_address: str | None,
+    threads_per_stage: int | None,
+    outcome: dict[str, str],
+) -> None:
+    """Every stage as soon as its upstream stages are done, on a Dask cluster, each in its own
+    stage workspace; then the replay of the results into `root`. Raises the first failure once
+    the other branches are replayed, so their results stay usable. Fills `outcome` (stage ->
+    ran / restored / skipped / failed / not run) as it goes, so the caller sees it even then."""
+    from prefect_dask import DaskTaskRunner
+
+    from flows import fanout
+
+    logger = get_run_logger()
+    bad = fanout.relative_outside_deps(root)
+    if bad:
+        raise fanout.FanOutError(
+            "concurrent stages run in workspaces outside the project, so dependencies outside it "
+            f"must be absolute paths; relative: {'; '.join(bad)}"
+        )
+    files = fanout.project_files(root)
+    cache = str(fanout.cache_dir(root))
+    workdir = str(root / ".dvc" / "tmp" / "fanout")
+    threads = fanout.stage_threads(concurrency, threads_per_stage)
+    gpus = fanout.visible_gpus()
+    if dask_address:
+        runner = DaskTaskRunner(address=dask_address)
+    else:
+        runner = DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": concurrency,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": ":0",
+            }
+        )
+    isolated = fanout.run_stage_isolated.with_options(retries=retries, retry_delay_seconds=delays)
+    fresh_task = run_stage.with_options(retries=0)
+    logger.info(
+        "concurrent stages: %s (%s threads each%s)",
+        dask_address or f"local Dask cluster of {concurrency} workers",
+        threads,
+        f", GPUs {','.join(gpus)} shared out by worker slot" if gpus else "",
+    )
+    futures: dict[str, Any] = {}
+    to_run: set[str] = set()
+    with runner:
+        for stage in plan:
+            upstream_runs = stage.upstream & to_run
+            if not force and stale is not None and stage.name not in stale and not upstream_runs:
+                params = {
+                    "stage": stage.name,
+                    "root": str(root),
+                    "metric_files": stage.metrics,
+                    "report_files": stage.reports,
+                    "known_fresh": True,
+                }
+                futures[stage.name] = runner.submit(fresh_task, parameters=params)
+                continue
+            to_run.add(stage.name)
+            params = {
+                "stage": stage.name,
+                "root": str(root),
+                "workdir": workdir,
+                "files": files,
+                "cache": cache,
+                "force": force,
+                "upstream": fanout.dvc_order(root, sorted(stage.upstream)) if force else [],
+                "metric_files": stage.metrics,
+                "report_files": stage.reports,
+                "threads": threads,
+                "gpus": gpus,
+            }
+            futures[stage.name] = runner.submit(isolated, parameters=params, wait_for=[futures[u] for u in sorted(upstream_runs)])
+        errors: list[BaseException] = []
+        for name, future in futures.items():
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                data = state.result()
+                outcome[name] = "ran" if data["ran"] else "restored" if data.get("restored") else "skipped"
+            elif state.is_failed() or state.is_crashed():
+                outcome[name] = "failed"
+                try:
+                    state.result()
+                except BaseException as err:  # noqa: BLE001 - kept to re-raise after the replay
+                    errors.append(err)
+            else:  # an upstream stage failed: never started
+                outcome[name] = "not run"
+    done = [n for n, v in outcome.items() if v in ("ran", "restored")]
+    replayed, recomputed = fanout.replay(root, fanout.dvc_order(root, done), logger)
+    if recomputed:
+        logger.warning("recomputed during the replay (their run-cache entries were missing): %s", ", ".join(recomputed))
+    logger.info("replayed %d stage(s) into %s from the run-cache", len(replayed), root)
+    if errors:
+        not_run = [n for n, v in outcome.items() if v == "not run"]
+        logger.error(
+            "failed: %s; not run (upstream failed): %s; the other results are in dvc.lock, and the next run "
+            "recomputes only what is missing",
+            ", ".join(n for n, v in outcome.items() if v == "failed"),
+            ", ".join(not_run) or "none",
+        )
+        raise errors[0]
 
 
 def serve(name: str, cron: str | None, parameters: dict[str, Any]) -> None:

@@ -7,94 +7,26 @@ Both tests share one server and one run (module fixtures)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from prefect_live import BIN, get, post, prefect_server, stop, wait, wait_final
 from test_flow import STAGES, tiny_workspace
 
 # a deployment runs the whole tiny pipeline: above pyproject's 900 s per test on a loaded 2-core machine
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-BIN = Path(sys.executable).parent
 ARTIFACTS = Path(os.environ.get("FINPIPE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> dict | None:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
-
-
-def _post(url: str, body: dict) -> list:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def _wait(what: str, fn, timeout: float):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_UI_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        _wait("the Prefect server", lambda: _get(f"{api}/health"), 180)
-        yield api, env
-    finally:
-        _stop(proc)
-        log.close()
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as api_env:
+        yield api_env
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +46,7 @@ def scheduled_run(tmp_path_factory, server) -> dict:
         start_new_session=True,
     )
     try:
-        dep = _wait("the deployment", lambda: _get(f"{api}/deployments/name/finbert-pipeline/it"), 180)
+        dep = wait("the deployment", lambda: get(f"{api}/deployments/name/finbert-pipeline/it"), 180)
         out = subprocess.run(
             [str(BIN / "prefect"), "deployment", "run", "finbert-pipeline/it"],
             env=env,
@@ -124,22 +56,14 @@ def scheduled_run(tmp_path_factory, server) -> dict:
             check=True,
         ).stdout
         run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
-        final = _wait(
-            "the flow run",
-            lambda: (
-                (r := _get(f"{api}/flow_runs/{run_id}"))
-                and r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-                and r
-            ),
-            1800,
-        )
-        task_runs = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+        final = wait_final(api, run_id, 1800)
+        task_runs = post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
         if final["state"]["type"] == "COMPLETED":
             # the runner reaps the flow-run process after the run reports Completed; stopping it
             # before that would mark the run Cancelled
             time.sleep(10)
     finally:
-        _stop(serve)
+        stop(serve)
         serve_log.close()
     return {
         "api": api,
@@ -147,7 +71,7 @@ def scheduled_run(tmp_path_factory, server) -> dict:
         "run_id": run_id,
         "final": final,
         "task_runs": task_runs,
-        "after_stop": _get(f"{api}/flow_runs/{run_id}"),
+        "after_stop": get(f"{api}/flow_runs/{run_id}"),
     }
 
 

@@ -50,15 +50,31 @@ def resolve(base: str) -> str:
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> BertTokenizerFast:
-    """A BERT WordPiece tokenizer trained on the corpus with the `tokenizers` library."""
+    """A BERT WordPiece tokenizer trained on the corpus with the `tokenizers` library, the same
+    vocabulary for the same corpus in every process.
+
+    The `tokenizers` trainer numbers continuing-subword tokens (`##x`) in hash-map order, which
+    differs per process, and breaks merge-count ties by those numbers, so two trainings on one
+    corpus can give different vocabularies (huggingface/tokenizers#1794, open). Declaring every
+    `##x` up front, sorted, fixes their numbers (the base alphabet is sorted already); they are
+    ordinary vocabulary again in the tokenizer rebuilt from the trained vocabulary.
+    """
+    import json
+
     from tokenizers import BertWordPieceTokenizer
 
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    texts = list(texts)  # read twice: the characters, then the training
     wp = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
+    assert wp.normalizer is not None
+    chars = sorted({c for text in texts for c in wp.normalizer.normalize_str(text) if not c.isspace()})
     wp.train_from_iterator(
-        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials + [f"##{c}" for c in chars]
     )
+    vocab = json.loads(wp._tokenizer.to_str())["model"]["vocab"]
+    clean = BertWordPieceTokenizer(vocab=vocab, lowercase=lowercase, strip_accents=lowercase, clean_text=True)
     return BertTokenizerFast(
-        tokenizer_object=wp._tokenizer,
+        tokenizer_object=clean._tokenizer,
         do_lower_case=lowercase,
         unk_token="[UNK]",
         sep_token="[SEP]",
