@@ -68,9 +68,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> B
     wp = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
     assert wp.normalizer is not None
     chars = sorted({c for text in texts for c in wp.normalizer.normalize_str(text) if not c.isspace()})
-    wp.train_from_iterator(
-        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials + [f"##{c}" for c in chars]
-    )
+    wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials + [f"##{c}" for c in chars])
     vocab = json.loads(wp._tokenizer.to_str())["model"]["vocab"]
     clean = BertWordPieceTokenizer(vocab=vocab, lowercase=lowercase, strip_accents=lowercase, clean_text=True)
     return BertTokenizerFast(
