@@ -52,9 +52,9 @@ class CorpusDocuments:
 
     Within a shard, sentences are grouped by doc_id and ordered by sent_idx wherever they are
     in the file; across shards a document is expected in one place, as ingest writes it. The
-    shards are balanced (sizes differ by one at most), so that with 4 or more documents a
-    shard every one has at least two: NotNext pairs draw their sentences from another
-    document of the same shard. `only` / `exclude` select documents by their corpus source."""
+    shards are balanced (shard_sizes), so each has at least two documents: NotNext pairs draw
+    their second segment from another document of the same shard. `only` / `exclude` select
+    documents by their corpus source."""
 
     corpus: Path
     split: str
@@ -66,14 +66,15 @@ class CorpusDocuments:
     def _rows(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         """The rows of this split and these sources, in file order, batch by batch."""
         pf = pq.ParquetFile(self.corpus)
-        for batch in pf.iter_batches(batch_size=self.batch_rows, columns=[*columns, "split", "source"]):
+        by_source = self.only is not None or bool(self.exclude)  # else a corpus needs no source column
+        for batch in pf.iter_batches(batch_size=self.batch_rows, columns=[*columns, "split", *(["source"] if by_source else [])]):
             keep = pc.equal(batch.column("split"), self.split)
-            source = batch.column("source")
+            source = batch.column("source") if by_source else None
             if self.only is not None:
                 keep = pc.and_(keep, pc.is_in(source, pa.array(sorted(self.only), pa.string())))
             if self.exclude:
                 keep = pc.and_(keep, pc.invert(pc.is_in(source, pa.array(sorted(self.exclude), pa.string()))))
-            if self.only is not None or self.exclude:
+            if by_source:
                 keep = pc.and_(keep, pc.is_valid(source))  # as the Parquet filters did: no source, no match
             yield batch.filter(pc.fill_null(keep, False)).select(columns)
 
@@ -114,16 +115,12 @@ def _in_order(docs: dict[str, list[tuple[int, str]]]) -> list[list[str]]:
     return [[t for _, t in sorted(sents)] for sents in docs.values()]
 
 
-def count_documents(docs: Documents) -> DocumentCount:
-    if isinstance(docs, CorpusDocuments):
-        return docs.count
-    return DocumentCount(sum(1 for _ in docs), sum(len(d) > 1 for d in docs))
-
-
 def document_shards(docs: Documents, shard_documents: int) -> Iterator[Sequence[Document]]:
     """Documents in balanced shards of at most shard_documents (see CorpusDocuments)."""
     if isinstance(docs, CorpusDocuments):
-        yield from dataclasses.replace(docs, shard_documents=shard_documents).shards()
+        if docs.shard_documents != shard_documents:  # (the same: its document count is reused)
+            docs = dataclasses.replace(docs, shard_documents=shard_documents)
+        yield from docs.shards()
         return
     docs = list(docs)
     start = 0
