@@ -22,9 +22,15 @@ def key_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
 
 
+MAX_RUN = 1 << 22  # keys in one run (32 MB): a merge copies at most that much
+
+
 class SeenKeys:
-    """Sorted uint64 runs merged like a binary counter (each run at least twice the next), so
-    adding n keys costs O(n log n) and a lookup searches O(log n) runs."""
+    """Sorted, disjoint uint64 runs. Small runs merge like a binary counter (a run at least
+    half the size of the next), up to MAX_RUN keys, so adding n keys sorts each about
+    log2(MAX_RUN / batch) times, a merge never copies more than 32 MB (one big sorted array
+    would need two or three copies of everything at its last merge), and a lookup searches
+    n / MAX_RUN + O(log) runs."""
 
     def __init__(self) -> None:
         self._runs: list[np.ndarray] = []
@@ -39,14 +45,17 @@ class SeenKeys:
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         found = np.zeros(len(hashes), dtype=bool)
         for run in self._runs:
-            pos = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            pos = np.searchsorted(run, hashes)
+            pos[pos == len(run)] = 0  # past the end: compare with any key, found stays as it is
             found |= run[pos] == hashes
         return found
 
     def add(self, hashes: np.ndarray) -> None:
         new = np.unique(hashes.astype(np.uint64, copy=False))
-        new = new[~self.contains(new)]  # each key stored once, in one run
-        while self._runs and len(self._runs[-1]) <= 2 * len(new):
-            new = np.union1d(self._runs.pop(), new)
+        new = new[~self.contains(new)]  # each key stored once, so runs stay disjoint
+        while self._runs and len(self._runs[-1]) <= 2 * len(new) and len(self._runs[-1]) + len(new) <= MAX_RUN:
+            merged = np.concatenate([self._runs.pop(), new])
+            merged.sort()
+            new = merged
         if len(new):
             self._runs.append(new)

@@ -87,15 +87,20 @@ def test_duplicate_keys_are_found_across_batches(tmp_path):
     assert "Alpha rose." in [r["text"] for r in out["clean"]]  # the first occurrence passes
 
 
-def test_seen_keys_match_a_set():
+@pytest.mark.parametrize("max_run", [1 << 22, 64])
+def test_seen_keys_match_a_set(monkeypatch, max_run):
+    import finpipe.seen_keys
+
+    monkeypatch.setattr(finpipe.seen_keys, "MAX_RUN", max_run)  # 64: many full runs, never merged
     rng = np.random.default_rng(0)
     seen, reference = SeenKeys(), set()
     for _ in range(40):
-        batch = rng.integers(0, 5000, size=int(rng.integers(1, 300)), dtype=np.uint64)
+        batch = rng.integers(0, 5000, size=int(rng.integers(1, min(300, max_run))), dtype=np.uint64)
         assert seen.contains(batch).tolist() == [int(h) in reference for h in batch]
         seen.add(batch)
         reference.update(int(h) for h in batch)
     assert len(seen) == len(reference) and seen.nbytes == 8 * len(reference)
+    assert all(len(run) <= max_run for run in seen._runs)
 
 
 # --- pretraining examples ----------------------------------------------------------------------
