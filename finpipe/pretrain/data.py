@@ -229,6 +229,7 @@ def stream_examples(docs: Documents, tokenizer: Any, cfg: PretrainData, seed: in
             seed=shard_seed(seed, k),
             sp=sp,
         )
+        del shard, tokens  # before the next shard is read: one shard in memory, not two
 
 
 def cached_examples(
