@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 
 FINPIPE_DATA ?= ../shared/data
 
-.PHONY: run test chromium real real-data real-pretrain bench bench-pretrain bench-finetune lint clean \
+.PHONY: run test chromium real real-data real-pretrain bench bench-10m bench-pretrain bench-finetune lint clean \
 	prefect-server pool deploy worker deploy-run
 
 $(STAMP): pyproject.toml requirements.lock
@@ -58,9 +58,13 @@ real-data: $(STAMP)
 real-pretrain: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" REAL_OUT="$(REAL_OUT)" REAL_PRETRAIN=1 bash profiles/real-data.sh
 
-## make bench: ingest+validate scale benchmark (10k, 100k, 1M sentences)
+## make bench: scale benchmark of ingest, validate and example building (10k, 100k, 1M sentences)
 bench: $(STAMP)
 	$(PY) benchmarks/ingest_scale.py
+
+## make bench-10m: the same at 10M sentences (about 5 GB of disk in $$TMPDIR, tens of minutes)
+bench-10m: $(STAMP)
+	$(PY) benchmarks/ingest_scale.py --sizes 10000000
 
 ## make bench-pretrain: the article's pretraining step vs this stage's (tokens/s, ratio, losses, FLOP/s)
 bench-pretrain: $(STAMP)

@@ -1,18 +1,25 @@
-"""Scale benchmark for ingest + validate of the corpus (not a test: it prints, never asserts).
+"""Scale benchmark: ingest, validate and pretraining example building of the corpus (not a
+test: it prints, never asserts).
 
 Generates synthetic financial-news documents (finpipe.synth) as JSONL with about 10k, 100k
-and 1M sentences, then runs `finpipe ingest corpus` and `finpipe validate corpus` each in a
-fresh process and reports wall time, sentences/s and the peak RSS of each process.
-Target (issue #2): linear time; 1M sentences in under 60 s; peak RSS under 2 GB.
+and 1M sentences (or --sizes, up to 10M and beyond), then runs each stage in a fresh process:
+`finpipe ingest corpus`, `finpipe validate corpus`, and the pretrain stage's example building
+(the train documents of the clean corpus, tokenized by the configured base's tokenizer, NSP
+pairs shard by shard into the Arrow cache; no training). Reports wall time, sentences/s and
+the peak RSS of each process; the interpreter's start-up (time and RSS, imports included) is
+measured apart. Targets (issues #2, #13): linear time; 1M sentences ingested and validated in
+under 60 s; peak RSS flat in the corpus size (under 2 GB).
 
-    python benchmarks/ingest_scale.py [--sizes 10000 100000 1000000] [--workdir DIR]
+    python benchmarks/ingest_scale.py [--sizes 10000 100000 1000000] [--stages ingest validate examples] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +31,12 @@ import yaml
 from finpipe.synth import corpus_documents
 
 SENTENCES_PER_DOC = 7.5  # measured average of the synthetic documents, title included
+STAGES = ("ingest", "validate", "examples")
+IMPORTS = {  # what each stage's process imports before it starts working
+    "ingest": "import finpipe.cli, tasks.ingest",
+    "validate": "import finpipe.cli, tasks.validate",
+    "examples": "import finpipe.pretrain.data, finpipe.pretrain.base, transformers",
+}
 
 
 def make_corpus(path: Path, n_sentences: int) -> None:
@@ -35,104 +48,116 @@ def make_corpus(path: Path, n_sentences: int) -> None:
 def timed(cmd: list[str]) -> tuple[float, float]:
     """Run cmd in a child process: (seconds, peak RSS of that child in MB)."""
     # wait4 gives the rusage of this child alone, unlike RUSAGE_CHILDREN which keeps the max so far
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
+    # stderr goes to a file: a pipe nobody reads until the end would stall a chatty child
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            sys.exit(f"failed: {' '.join(cmd)}\n{err.read().decode(errors='replace')[-2000:]}")
     return seconds, usage.ru_maxrss / 1024
+
+
+def build_examples(case: Path) -> None:
+    """The pretrain stage's example building alone, in this process (--examples-of)."""
+    from finpipe.config import load_params
+    from finpipe.pretrain.base import load_tokenizer, resolve
+    from finpipe.pretrain.data import CorpusDocuments, cached_examples
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_params(case / "params.yaml", check_paths=False).pretrain
+    docs = CorpusDocuments(
+        case / "clean" / "corpus.parquet",
+        "train",
+        exclude=frozenset(cfg.data.replay_sources),
+        shard_documents=cfg.data.shard_documents,
+    )
+    tokenizer = load_tokenizer(resolve(cfg.model.base))
+    shutil.rmtree(case / "cache", ignore_errors=True)
+    ds = cached_examples(docs, tokenizer, cfg.data, seed=cfg.data.seed, cache_dir=case / "cache", key="train")
+    (case / "examples.json").write_text(json.dumps({"examples": len(ds), "documents": docs.count.documents}))
+
+
+def stage_cmd(stage: str, case: Path) -> list[str]:
+    finpipe = [sys.executable, "-m", "finpipe.cli"]
+    params = ["--params", str(case / "params.yaml")]
+    if stage == "ingest":
+        return [*finpipe, "ingest", "corpus", *params, "--input", str(case / "raw"), "--output", str(case / "ingested"),
+                "--metrics", str(case / "ingest.json")]  # fmt: skip
+    if stage == "validate":
+        return [*finpipe, "validate", "corpus", *params, "--input", str(case / "ingested"), "--output", str(case / "clean"),
+                "--quarantine", str(case / "q"), "--reports", str(case / "reports")]  # fmt: skip
+    return [sys.executable, str(Path(__file__).resolve()), "--examples-of", str(case)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep each size's files (else removed once measured)")
+    ap.add_argument("--examples-of", type=Path, default=None, help=argparse.SUPPRESS)  # the example-building child
     args = ap.parse_args()
+    if args.examples_of:
+        build_examples(args.examples_of)
+        return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="finpipe-bench-"))
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["ingest"]["corpus"]["sources"] = [
         {"name": "synthetic", "path": "docs.jsonl", "text_column": "text", "title_column": "title", "id_column": "id"}
     ]
-    finpipe = [sys.executable, "-m", "finpipe.cli"]
+    params["pretrain"]["data"]["replay_sources"] = []  # one source: every document is domain text
     # the fixed cost of a stage process (interpreter + imports), measured here, so the
     # per-sentence cost below is the stages' own
-    startup, _ = timed([sys.executable, "-c", "import finpipe.cli, tasks.ingest, tasks.validate"])
+    startup = {s: timed([sys.executable, "-c", IMPORTS[s]]) for s in args.stages}
+    print("process start-up: " + ", ".join(f"{s} {t:.2f} s / {r:,.0f} MB" for s, (t, r) in startup.items()), flush=True)
     rows = []
     for n in args.sizes:
         case = work / f"n{n}"
         (case / "raw").mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
         make_corpus(case / "raw" / "docs.jsonl", n)
-        (case / "params.yaml").write_text(yaml.safe_dump(params))
-        t_ing, rss_ing = timed(
-            [
-                *finpipe,
-                "ingest",
-                "corpus",
-                "--params",
-                str(case / "params.yaml"),
-                "--input",
-                str(case / "raw"),
-                "--output",
-                str(case / "ingested"),
-                "--metrics",
-                str(case / "ingest.json"),
-            ]
-        )
-        t_val, rss_val = timed(
-            [
-                *finpipe,
-                "validate",
-                "corpus",
-                "--params",
-                str(case / "params.yaml"),
-                "--input",
-                str(case / "ingested"),
-                "--output",
-                str(case / "clean"),
-                "--quarantine",
-                str(case / "q"),
-                "--reports",
-                str(case / "reports"),
-            ]
-        )
-        sentences = json.loads((case / "ingest.json").read_text())["sentences"]
-        total = t_ing + t_val
-        per = (total - 2 * startup) / sentences * 1e6
-        rows.append(
-            {
-                "sentences": sentences,
-                "ingest_s": round(t_ing, 2),
-                "validate_s": round(t_val, 2),
-                "us_per_sentence_after_startup": round(per, 2),
-                "total_s": round(total, 2),
-                "sentences_per_s": round(sentences / total),
-                "peak_rss_mb": round(max(rss_ing, rss_val)),
-            }
-        )
-        print(
-            f"{sentences:>9,} sentences: ingest {t_ing:6.1f} s, validate {t_val:6.1f} s, total {total:6.1f} s, "
-            f"{sentences / total:>9,.0f} sentences/s, peak RSS ingest {rss_ing:,.0f} MB / validate {rss_val:,.0f} MB",
-            flush=True,
-        )
+        print(f"{n:,}: corpus written in {time.perf_counter() - t0:.0f} s", flush=True)
+        # the params file sits in the case folder: every input path absolute, the corpus this one
+        inputs = {k: str(Path(v).resolve()) for k, v in params["paths"]["inputs"].items()}
+        case_params = {**params, "paths": {**params["paths"], "inputs": {**inputs, "corpus": str(case / "raw")}}}
+        (case / "params.yaml").write_text(yaml.safe_dump(case_params))
+        row: dict[str, float | int] = {}
+        for stage in STAGES:
+            if stage not in args.stages:
+                continue
+            seconds, rss = timed(stage_cmd(stage, case))
+            row[f"{stage}_s"], row[f"{stage}_rss_mb"] = round(seconds, 2), round(rss)
+            if stage == "ingest":
+                row["sentences"] = json.loads((case / "ingest.json").read_text())["sentences"]
+            if stage == "examples":
+                row["examples"] = json.loads((case / "examples.json").read_text())["examples"]
+            print(f"{n:,}: {stage} {seconds:.1f} s, peak RSS {rss:,.0f} MB", flush=True)
+        sentences = int(row.get("sentences", n))
+        row["sentences"] = sentences
+        for stage in args.stages:
+            row[f"{stage}_sentences_per_s"] = round(sentences / row[f"{stage}_s"])
+            row[f"{stage}_us_per_sentence_after_startup"] = round((row[f"{stage}_s"] - startup[stage][0]) / sentences * 1e6, 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            shutil.rmtree(case, ignore_errors=True)
     print()
-    print("| sentences | ingest s | validate s | total s | sentences/s | peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    head = ["sentences"] + [f"{s} s / sentences/s / peak RSS MB" for s in args.stages]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---:|" * len(head))
     for r in rows:
-        cells = [
-            f"{r['sentences']:,}",
-            r["ingest_s"],
-            r["validate_s"],
-            r["total_s"],
-            f"{r['sentences_per_s']:,}",
-            f"{r['peak_rss_mb']:,}",
+        cells = [f"{r['sentences']:,}"] + [
+            f"{r[f'{s}_s']} / {r[f'{s}_sentences_per_s']:,} / {r[f'{s}_rss_mb']:,}" for s in args.stages
         ]
-        print("| " + " | ".join(map(str, cells)) + " |")
+        print("| " + " | ".join(cells) + " |")
     print(
-        f"\nprocess start-up (interpreter + imports): {startup:.2f} s per stage process; µs per sentence after it: "
-        f"{', '.join(str(r['us_per_sentence_after_startup']) for r in rows)} (linear time: about constant)"
+        "\nµs per sentence after start-up (linear time: about constant): "
+        + "; ".join(f"{s} " + ", ".join(str(r[f"{s}_us_per_sentence_after_startup"]) for r in rows) for s in args.stages)
     )
-    print(json.dumps({"rows": rows}))
+    print(json.dumps({"startup": {s: {"s": round(t, 2), "rss_mb": round(r)} for s, (t, r) in startup.items()}, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -260,6 +260,11 @@ class PretrainData:
     # scratch tokenizer, use the domain sources only
     replay_sources: list[str] = Field(default_factory=list)
     replay_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    # examples are built shard by shard, one shard's documents in memory; NotNext pairs draw
+    # from another document of the same shard. Shards are balanced, so from 4 up every shard
+    # has two documents. The default keeps the embedded corpus and Reuters-21578 (~21k
+    # documents) in one shard: the examples they always had
+    shard_documents: int = Field(default=50_000, ge=4)
 
 
 @dataclass(config=_STRICT)

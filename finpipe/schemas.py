@@ -34,8 +34,15 @@ def _text_checks(min_chars: int, max_chars: int) -> list[pa.Check]:
     ]
 
 
+SEEN_BEFORE = "_seen_before"  # set by a batched validation: the row's key was in an earlier batch
+
+
 def _first_occurrence(columns: Sequence[str], what: str) -> pa.Check:
-    return pa.Check(lambda df: ~df.duplicated(subset=list(columns), keep="first"), error=f"{DUPLICATE}{what}")
+    def check(df: pd.DataFrame) -> pd.Series:
+        repeat = df.duplicated(subset=list(columns), keep="first")
+        return ~(repeat | df[SEEN_BEFORE]) if SEEN_BEFORE in df else ~repeat
+
+    return pa.Check(check, error=f"{DUPLICATE}{what}")
 
 
 def corpus_schema(min_chars: int, max_chars: int) -> pa.DataFrameSchema:
@@ -152,6 +159,16 @@ def _with_value(column: str, value: Any, allowed: Sequence[str]) -> str:
     text = f"{column} {value!r} not in {allowed}"
     near = [a for a in allowed if _squash(a) == _squash(value)] or difflib.get_close_matches(str(value), allowed, n=1)
     return f"{text} (did you mean {near[0]!r}?)" if near else text
+
+
+def rule_order(schema: pa.DataFrameSchema) -> list[str]:
+    """Every rule's reason in the order pandera reports failures (unparsable rows first, the
+    table-wide checks, then column by column: missing values, then the column's checks), so
+    counts gathered over batches list ties as one validation of the whole table does."""
+    order = [PARSE_ERROR, *(str(c.error) for c in schema.checks)]
+    for name, col in schema.columns.items():
+        order += [f"{name} is missing", *(str(c.error) for c in col.checks)]
+    return order
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,27 +16,75 @@ from finpipe.schemas import DUPLICATE, LEAK, Outcome
 FIRST_FAILURES = 10
 
 
+@dataclass
+class Tally:
+    """What a report needs of a data set's validation, added up batch by batch in bounded
+    memory: counts, the rows per failed rule, the first FIRST_FAILURES quarantined rows and
+    the input files named by the rows' origins."""
+
+    rows_in: int = 0
+    rows_passed: int = 0
+    rows_quarantined: int = 0
+    check_counts: dict[str, int] = field(default_factory=dict)
+    first_failures: list[dict[str, Any]] = field(default_factory=list)
+    files: set[str] = field(default_factory=set)
+    rule_order: list[str] = field(default_factory=list)  # ties in the counts listed in this order
+
+    def add(self, rows: pd.DataFrame, outcome: Outcome) -> None:
+        self.rows_in += len(rows)
+        self.rows_passed += len(outcome.passed)
+        self.rows_quarantined += len(outcome.quarantined)
+        for rule, n in outcome.check_counts.items():
+            self.check_counts[rule] = self.check_counts.get(rule, 0) + n
+        room = FIRST_FAILURES - len(self.first_failures)
+        if room > 0:
+            self.first_failures += [
+                {"origin": str(r.get("origin", "")), "id": str(r.get("id", r.get("doc_id", ""))), "reasons": r["reasons"]}
+                for r in outcome.quarantined.head(room).to_dict("records")
+            ]
+        if "origin" in rows:
+            self.files.update(o.rsplit(":", 1)[0] for o in rows["origin"].dropna().unique())
+
+    def sources(self) -> str:
+        files = sorted(self.files)
+        return ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
+
+    def sorted_checks(self) -> dict[str, int]:
+        """Most frequent first; ties in rule order (a batch-by-batch tally meets the rules in
+        another order than one pass over the table), rules outside it after, as met."""
+        rank = {rule: i for i, rule in enumerate(self.rule_order)}
+        met = list(self.check_counts)
+        return dict(sorted(self.check_counts.items(), key=lambda kv: (-kv[1], rank.get(kv[0], len(rank) + met.index(kv[0])))))
+
+
 def summarise(
     name: str, source: str, total: int, outcome: Outcome, max_bad_fraction: float, notes: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """Counts per check and the first failures of one validated table (see summarise_tally)."""
+    tally = Tally()
+    tally.add(pd.DataFrame(index=range(total)), outcome)
+    # one pass over the table: ties stay in the order pandera reported the rules
+    tally.rule_order = list(outcome.check_counts)
+    return summarise_tally(name, source, tally, max_bad_fraction, notes)
+
+
+def summarise_tally(
+    name: str, source: str, tally: Tally, max_bad_fraction: float, notes: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Counts per check and the first failures; `notes`: what ingest found that no row carries
     (colliding_ids and first_colliding_ids for the corpus, damage: the damaged files' lines)."""
-    n_bad = len(outcome.quarantined)
-    first = [
-        {"origin": str(row.get("origin", "")), "id": str(row.get("id", row.get("doc_id", ""))), "reasons": row["reasons"]}
-        for row in outcome.quarantined.head(FIRST_FAILURES).to_dict("records")
-    ]
+    total, n_bad = tally.rows_in, tally.rows_quarantined
     return {
         "dataset": name,
         "source": source,
         "rows_in": total,
-        "rows_passed": len(outcome.passed),
+        "rows_passed": tally.rows_passed,
         "rows_quarantined": n_bad,
         "bad_fraction": round(n_bad / total, 6) if total else 0.0,
         "max_bad_fraction": max_bad_fraction,
         "passed": (n_bad / total if total else 0.0) <= max_bad_fraction,
-        "checks": dict(sorted(outcome.check_counts.items(), key=lambda kv: -kv[1])),
-        "first_failures": first,
+        "checks": tally.sorted_checks(),
+        "first_failures": tally.first_failures,
         **(notes or {}),
     }
 

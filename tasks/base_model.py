@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,18 @@ from finpipe.errors import UserError
 from finpipe.fingerprint import fingerprint
 from finpipe.loading import load_with_heads
 from finpipe.pretrain.base import load_base, load_tokenizer, resolve
-from finpipe.pretrain.data import read_documents
+from finpipe.pretrain.data import corpus_sentences
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: Pretrain, corpus: Path, output_dir: Path, cache: Path) -> dict[str, Any]:
-    texts: list[str] = []
+    texts: Iterable[str] = ()
     tokenizer_cache = None
     if cfg.model.base == "scratch":
         if not corpus.is_file():
             raise UserError(f"{corpus}: clean corpus not found; a scratch base needs it for its tokenizer")
-        texts = [s for d in read_documents(corpus, "train") for s in d]
+        texts = corpus_sentences(corpus, "train")  # streamed, in file order
         # the same cache key as the pretrain stage: both variants share one vocabulary
         tokenizer_cache = cache / f"tokenizer-{fingerprint(fingerprint(corpus), dataclasses.asdict(cfg.model))}"
     set_seed(cfg.train.seed)

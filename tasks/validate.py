@@ -16,13 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from finpipe.atomic import atomic_dir
 from finpipe.config import Validate
+from finpipe.corpus_validation import validate_corpus_file
 from finpipe.errors import UserError, ValidationFailed
-from finpipe.validation import NOUNS, validate_corpus, validate_ner, validate_sentiment
-from finpipe.validation_report import data_fix, metrics, passing_fraction, summarise, write_quarantine, write_report
+from finpipe.validation import NOUNS, validate_ner, validate_sentiment
+from finpipe.validation_report import (
+    data_fix,
+    metrics,
+    passing_fraction,
+    summarise,
+    summarise_tally,
+    write_quarantine,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +63,19 @@ def _sources(df: pd.DataFrame) -> str:
     return ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
 
 
-def run_corpus(cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path, report_dir: Path) -> dict[str, Any]:
+def run_corpus(
+    cfg: Validate, in_dir: Path, out_dir: Path, quarantine_dir: Path, report_dir: Path, batch_rows: int | None = None
+) -> dict[str, Any]:
+    """Validate the corpus row group by row group (or batch_rows at a time): flat memory."""
     in_path = in_dir / "corpus.parquet"
     if not in_path.is_file():
         raise UserError(f"{in_path}: ingested corpus not found; run `finpipe ingest corpus` first")
-    df = pq.read_table(in_path).to_pandas()
-    outcome = validate_corpus(df, cfg)
-    notes = _notes(in_dir, "corpus", {"colliding_ids": 0, "first_colliding_ids": [], "damage": []})
-    summary = summarise("corpus", _sources(df), len(df), outcome, cfg.max_bad_fraction, notes)
     with atomic_dir(out_dir) as tmp, atomic_dir(quarantine_dir) as qtmp:
-        outcome.passed.to_parquet(tmp / "corpus.parquet", index=False)
-        write_quarantine(qtmp / "corpus.jsonl", outcome.quarantined)
+        tally = validate_corpus_file(in_path, cfg, tmp / "corpus.parquet", qtmp / "corpus.jsonl", batch_rows)
+    notes = _notes(in_dir, "corpus", {"colliding_ids": 0, "first_colliding_ids": [], "damage": []})
+    summary = summarise_tally("corpus", tally.sources(), tally, cfg.max_bad_fraction, notes)
     write_report(report_dir, "corpus", [summary])
-    log.info("corpus: %d rows in, %d passed, %d quarantined", len(df), len(outcome.passed), len(outcome.quarantined))
+    log.info("corpus: %d rows in, %d passed, %d quarantined", tally.rows_in, tally.rows_passed, tally.rows_quarantined)
     _enforce("corpus", [summary], quarantine_dir)
     return metrics([summary])
 

@@ -193,7 +193,7 @@ def test_replay_trains_on_general_text_but_never_holds_it_out(monkeypatch, tmp_p
     assert general  # the embedded corpus has a general-domain source
     seen: dict = {}
 
-    def spy(cfg, docs, data_fp, out, replay=()):
+    def spy(cfg, docs, data_fp, out, replay=None):
         seen.update(train=docs[0], heldout=docs[1], replay=replay)
         return {}
 
@@ -202,7 +202,7 @@ def test_replay_trains_on_general_text_but_never_holds_it_out(monkeypatch, tmp_p
         cfg = {**TINY, "data": {**TINY["data"], "replay_sources": ["general"], "replay_fraction": fraction}}
         _run(tmp_path, clean_corpus, cfg)
         assert not _texts(seen["train"]) & general and not _texts(seen["heldout"]) & general
-        assert (_texts(seen["replay"]) <= general and seen["replay"]) if fraction else seen["replay"] == []
+        assert (_texts(seen["replay"]) <= general and _texts(seen["replay"])) if fraction else seen["replay"] is None
 
 
 def test_replay_makes_up_its_fraction_of_the_examples(tmp_path, clean_corpus):

@@ -30,7 +30,7 @@ from finpipe.config import Pretrain
 from finpipe.fingerprint import fingerprint
 from finpipe.pretrain.base import extend_vocab, load_base
 from finpipe.pretrain.collator import PretrainCollator
-from finpipe.pretrain.data import cached_examples, mix_replay, tokenizer_fingerprint
+from finpipe.pretrain.data import Documents, cached_examples, mix_replay, tokenizer_fingerprint
 from finpipe.pretrain.dropout import use_bulk_mask_dropout
 from finpipe.pretrain.heldout import heldout_metrics
 from finpipe.run_summary import WALL_CLOCK, LogAtCheckpoints, checkpoint_progress, mean_training_loss
@@ -46,7 +46,7 @@ from finpipe.training import (
 
 log = logging.getLogger(__name__)
 
-Docs = list[list[str]]  # sentences per document
+Docs = Documents  # sentences per document: a list, or streamed from the corpus (CorpusDocuments)
 
 
 @dataclass(frozen=True)
@@ -138,14 +138,14 @@ def _model(cfg: Pretrain, train_docs: Docs, data_fp: str, cache: Path) -> tuple[
 
 
 def _examples(
-    cfg: Pretrain, docs: tuple[Docs, Docs], tokenizer: Any, key: str, cache: Path, replay: Docs
+    cfg: Pretrain, docs: tuple[Docs, Docs], tokenizer: Any, key: str, cache: Path, replay: Docs | None
 ) -> tuple[tuple[Any, Any, PretrainCollator], int]:
     """((train examples, pre-masked held-out examples, the collator), general-domain examples
     among the train examples), built once and cached."""
     train_docs, dev_docs = docs
     train_ds = cached_examples(train_docs, tokenizer, cfg.data, seed=cfg.data.seed, cache_dir=cache, key=f"train-{key}")
     domain = len(train_ds)
-    if replay:
+    if replay is not None:
         general = cached_examples(replay, tokenizer, cfg.data, seed=cfg.data.seed + 2, cache_dir=cache, key=f"replay-{key}")
         train_ds = mix_replay(train_ds, general, cfg.data.replay_fraction, cfg.data.seed)
         log.info("replay: %d general-domain examples mixed into %d domain ones", len(train_ds) - domain, domain)
@@ -162,7 +162,7 @@ def _examples(
     )
     if not cfg.data.nsp:
         train_ds = train_ds.remove_columns([c for c in train_ds.column_names if c == "next_sentence_label"])
-    return (train_ds, eval_ds, collator), len(train_ds) - domain if replay else 0
+    return (train_ds, eval_ds, collator), len(train_ds) - domain if replay is not None else 0
 
 
 def _anchor(model: Any, cfg: Pretrain, new_weights: list[str]) -> L2SP | None:
@@ -222,9 +222,9 @@ def _write(cfg: Pretrain, model: Any, tokenizer: Any, out: Outputs, metrics: dic
     write_json(out.metrics, metrics)
 
 
-def adapt(cfg: Pretrain, docs: tuple[Docs, Docs], data_fp: str, out: Outputs, replay: Docs = ()) -> dict[str, Any]:
+def adapt(cfg: Pretrain, docs: tuple[Docs, Docs], data_fp: str, out: Outputs, replay: Docs | None = None) -> dict[str, Any]:
     """Continue pretraining cfg.model.base on docs (train, held-out), with general-domain
-    `replay` documents mixed in at cfg.data.replay_fraction; data_fp fingerprints the documents
+    `replay` documents (None: no replay) mixed in at cfg.data.replay_fraction; data_fp fingerprints the documents
     (cache keys, checkpoint directory). Returns the metrics it writes."""
     bf16 = use_bf16(cfg.train.bf16)
     model, tokenizer, new_weights, added = _model(cfg, docs[0], data_fp, out.cache)

@@ -1,0 +1,96 @@
+"""Validate the ingested corpus batch by batch: memory stays flat in the corpus size.
+
+Each batch (a row group of the ingested Parquet, or `batch_rows` rows) goes through the
+pandera contract on its own; the rows that pass are appended to the clean Parquet, the failing
+ones to the quarantine JSONL, and the report's counts are added up (Tally). The one check that
+spans rows, unique (doc_id, sent_idx), sees earlier batches through a set of 64-bit key hashes
+(SeenKeys: 8 bytes a row). The outputs equal one validation of the whole table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from finpipe.config import Validate
+from finpipe.schemas import SEEN_BEFORE, apply, corpus_schema, rule_order
+from finpipe.seen_keys import SeenKeys, key_hashes
+from finpipe.validation_report import Tally
+
+log = logging.getLogger(__name__)
+
+KEY = ["doc_id", "sent_idx"]  # unique per corpus (the schema's table-wide check)
+
+
+def _batches(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
+    """The table in row groups (as ingest wrote them), or in batches of batch_rows rows."""
+    pf = pq.ParquetFile(path)
+    if batch_rows is None:
+        for i in range(pf.num_row_groups):
+            yield pf.read_row_group(i).to_pandas()
+    else:
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            yield batch.to_pandas()
+
+
+def _json_lines(rows: pd.DataFrame) -> str:
+    """Quarantined rows as the JSONL of write_quarantine, helper columns left out."""
+    return rows.drop(columns=[c for c in rows.columns if c.startswith("_")]).to_json(
+        orient="records", lines=True, force_ascii=False
+    )
+
+
+def _no_helpers(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=[c for c in df.columns if c.startswith("_")])
+
+
+def _clean_schema(first: pd.DataFrame, ingested: pa.Schema) -> pa.Schema:
+    """The clean file's schema: what pandas' to_parquet of the whole table wrote (its types,
+    pandas metadata), from the first batch; a column all null in that batch takes the
+    ingested type, so later batches with values still fit."""
+    inferred = pa.Table.from_pandas(first, preserve_index=False).schema
+    for i, f in enumerate(inferred):
+        if pa.types.is_null(f.type):
+            inferred = inferred.set(i, f.with_type(ingested.field(f.name).type))
+    return inferred
+
+
+def validate_corpus_file(
+    in_path: Path, cfg: Validate, clean_path: Path, quarantine_path: Path, batch_rows: int | None = None
+) -> Tally:
+    """Validate in_path into clean_path (Parquet) and quarantine_path (JSONL), batch by batch."""
+    schema = corpus_schema(cfg.corpus.min_chars, cfg.corpus.max_chars)
+    tally = Tally(rule_order=rule_order(schema))
+    seen = SeenKeys()
+    writer: pq.ParquetWriter | None = None
+    arrow_schema: pa.Schema | None = None
+    columns = pq.read_schema(in_path).remove_metadata()  # the types, whatever a batch's values
+    with open(quarantine_path, "w", encoding="utf-8") as quarantine:
+        try:
+            for df in _batches(in_path, batch_rows):
+                hashes = key_hashes(df, KEY)
+                outcome = apply(schema, df.assign(**{SEEN_BEFORE: seen.contains(hashes)}))
+                seen.add(hashes)
+                tally.add(df, outcome)
+                passed = _no_helpers(outcome.passed)
+                if arrow_schema is None:
+                    arrow_schema = _clean_schema(passed, columns)
+                    writer = pq.ParquetWriter(clean_path, arrow_schema)
+                table = pa.Table.from_pandas(passed, schema=arrow_schema, preserve_index=False)
+                writer.write_table(table)  # type: ignore[union-attr]
+                if len(outcome.quarantined):
+                    quarantine.write(_json_lines(outcome.quarantined))
+        finally:
+            if writer is not None:
+                writer.close()
+        if not tally.rows_quarantined:
+            quarantine.write(_json_lines(pd.DataFrame(columns=["reasons"])))  # as pandas writes no rows: "\n"
+    if writer is None:  # no row groups at all: an empty table of the ingested columns
+        pq.write_table(columns.empty_table(), clean_path)
+    log.info("corpus: key hashes of %d rows held in %.1f MB", len(seen), seen.nbytes / 1e6)
+    return tally
