@@ -76,6 +76,20 @@ def classify(stage: str, returncode: int, lines: list[str]) -> Exception | None:
     return TransientStageError(f"{stage}: exited with {code}; last output: {lines[-1].strip() if lines else ''}")
 
 
+def stream(cmd: list[str], cwd: Path, env: dict[str, str], logger: Any, lines: list[str], stage: str) -> int:
+    """Run `cmd`, every line of its output into `lines` and the run logger; its exit status."""
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except OSError as err:
+        raise TransientStageError(f"{stage}: cannot start {Path(cmd[0]).name}: {err}") from err
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.strip():
+            logger.info("%s", line.rstrip())
+    return proc.wait()
+
+
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
@@ -152,16 +166,7 @@ def run_stage(
     logger.info("$ %s", " ".join(cmd))
     t0 = time.perf_counter()
     lines: list[str] = []
-    try:
-        proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    except OSError as err:
-        raise TransientStageError(f"{stage}: cannot start dvc: {err}") from err
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-        if line.strip():
-            logger.info("%s", line.rstrip())
-    returncode = proc.wait()
+    returncode = stream(cmd, Path(root), _env(), logger, lines, stage)
     error = classify(stage, returncode, lines)
     if error is not None:
         raise error

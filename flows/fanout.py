@@ -36,7 +36,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.states import Completed
 
-from flows.dvc_stage import TransientStageError, _env, _retry_transient, classify, dvc_bin, publish
+from flows.dvc_stage import TransientStageError, _env, _retry_transient, classify, dvc_bin, publish, stream
 
 _RAN = "Running stage '{}'"
 _RESTORED = "Stage '{}' is cached - skipping run"
@@ -148,19 +148,6 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(proc.stdout.splitlines()) if line.startswith("GPU ")] if proc.returncode == 0 else []
 
 
-def _stream(cmd: list[str], cwd: Path, env: dict[str, str], logger: Any, lines: list[str]) -> int:
-    try:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    except OSError as err:
-        raise TransientStageError(f"cannot start {cmd[0]}: {err}") from err
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-        if line.strip():
-            logger.info("%s", line.rstrip())
-    return proc.wait()
-
-
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_retry_transient)
 def run_stage_isolated(
     stage: str,
@@ -201,7 +188,7 @@ def run_stage_isolated(
     try:
         for cmd in cmds:
             logger.info("$ %s", " ".join(cmd[len(guard) :]))
-            error = classify(stage, _stream(cmd, ws, env, logger, lines), lines)
+            error = classify(stage, stream(cmd, ws, env, logger, lines, stage), lines)
             if error is not None:
                 raise error
         ran = any(line.startswith(_RAN.format(stage)) for line in lines)
@@ -230,7 +217,7 @@ def replay(root: Path, stages: list[str], logger: Any) -> tuple[list[str], list[
     lines: list[str] = []
     cmd = [dvc_bin(), "repro", "--single-item", "--keep-going", *stages]
     logger.info("replay into %s: $ %s", root, " ".join(cmd))
-    rc = _stream(cmd, root, _env(), logger, lines)
+    rc = stream(cmd, root, _env(), logger, lines, "replay")
     replayed = [s for s in stages if any(line.startswith(_RESTORED.format(s)) for line in lines)]
     recomputed = [s for s in stages if any(line.startswith(_RAN.format(s)) for line in lines)]
     if rc != 0:
