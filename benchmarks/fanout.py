@@ -72,6 +72,7 @@ def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str],
     if stages:
         cmd += ["--stages", *stages]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(scratch / "prefect-home")}
+    load = os.getloadavg()  # the machine's other load matters on a shared box: recorded per run
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True)
@@ -89,6 +90,7 @@ def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str],
         "cpu_s": round(cpu, 1),
         "cpu_use": round(cpu / (wall * _cores()), 3),
         "stages_run": len(stage_s),
+        "load_before": [round(x, 2) for x in load],
         "stage_s": stage_s,
     }
 
@@ -161,7 +163,7 @@ def main() -> None:
         base = results[0]["wall_s"]
         for res in results[1:]:
             print(f"concurrency {res['concurrency']} vs {results[0]['concurrency']}: {base / res['wall_s']:.2f}x wall")
-        args.out.write_text(json.dumps({"cores": _cores(), "load_before": os.getloadavg(), "runs": results}, indent=1))
+        args.out.write_text(json.dumps({"cores": _cores(), "load_after": os.getloadavg(), "runs": results}, indent=1))
         print(json.dumps([{k: v for k, v in r.items() if k != "stage_s"} for r in results]))
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
