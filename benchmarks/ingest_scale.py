@@ -6,7 +6,9 @@ and 1M sentences (or --sizes, up to 10M and beyond), then runs each stage in a f
 `finpipe ingest corpus`, `finpipe validate corpus`, and the pretrain stage's example building
 (the train documents of the clean corpus, tokenized by the configured base's tokenizer, NSP
 pairs shard by shard into the Arrow cache; no training). Reports wall time, sentences/s and
-the peak RSS of each process; the interpreter's start-up (time and RSS, imports included) is
+the peak RSS of each process, with the peak reached by 25/50/75 % of its run (sampled from
+/proc every 0.5 s: a plateau reached early is flat memory, a ramp grows with the corpus and
+would not be flat at 10x the size); the interpreter's start-up (time and RSS, imports included) is
 measured apart. Targets (issues #2, #13): linear time; 1M sentences ingested and validated in
 under 60 s; peak RSS flat in the corpus size (under 2 GB).
 
@@ -45,19 +47,44 @@ def make_corpus(path: Path, n_sentences: int) -> None:
             fh.write(json.dumps(doc) + "\n")
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Run cmd in a child process: (seconds, peak RSS of that child in MB)."""
+def _rss_mb(pid: int) -> float | None:
+    """The process's resident set now (Linux /proc), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def timed(cmd: list[str], every: float = 0.5) -> tuple[float, float, list[float]]:
+    """Run cmd in a child process: (seconds, peak RSS of that child in MB, the peak RSS so far
+    at 25, 50, 75 and 100 % of the run, from /proc samples every `every` s: flat memory shows
+    as a plateau reached early, a leak as a ramp)."""
     # wait4 gives the rusage of this child alone, unlike RUSAGE_CHILDREN which keeps the max so far
     # stderr goes to a file: a pipe nobody reads until the end would stall a chatty child
+    samples: list[tuple[float, float]] = []
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss = _rss_mb(proc.pid)
+            if rss is not None:
+                samples.append((time.perf_counter() - t0, rss))
+            time.sleep(every)
         seconds = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if proc.returncode != 0:
             err.seek(0)
             sys.exit(f"failed: {' '.join(cmd)}\n{err.read().decode(errors='replace')[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    peak = usage.ru_maxrss / 1024
+    so_far = [max((r for t, r in samples if t <= q * seconds), default=0.0) for q in (0.25, 0.5, 0.75)]
+    return seconds, peak, [*so_far, peak]
 
 
 def build_examples(case: Path) -> None:
@@ -111,7 +138,7 @@ def main() -> None:
     params["pretrain"]["data"]["replay_sources"] = []  # one source: every document is domain text
     # the fixed cost of a stage process (interpreter + imports), measured here, so the
     # per-sentence cost below is the stages' own
-    startup = {s: timed([sys.executable, "-c", IMPORTS[s]]) for s in args.stages}
+    startup = {s: timed([sys.executable, "-c", IMPORTS[s]])[:2] for s in args.stages}
     print("process start-up: " + ", ".join(f"{s} {t:.2f} s / {r:,.0f} MB" for s, (t, r) in startup.items()), flush=True)
     rows = []
     for n in args.sizes:
@@ -128,13 +155,17 @@ def main() -> None:
         for stage in STAGES:
             if stage not in args.stages:
                 continue
-            seconds, rss = timed(stage_cmd(stage, case))
+            seconds, rss, ramp = timed(stage_cmd(stage, case))
             row[f"{stage}_s"], row[f"{stage}_rss_mb"] = round(seconds, 2), round(rss)
+            row[f"{stage}_rss_ramp_mb"] = [round(r) for r in ramp]
             if stage == "ingest":
                 row["sentences"] = json.loads((case / "ingest.json").read_text())["sentences"]
             if stage == "examples":
                 row["examples"] = json.loads((case / "examples.json").read_text())["examples"]
-            print(f"{n:,}: {stage} {seconds:.1f} s, peak RSS {rss:,.0f} MB", flush=True)
+            ramp_text = " / ".join(f"{r:,.0f}" for r in ramp)
+            print(
+                f"{n:,}: {stage} {seconds:.1f} s, peak RSS {rss:,.0f} MB (peak so far at 25/50/75/100 %: {ramp_text})", flush=True
+            )
         sentences = int(row.get("sentences", n))
         row["sentences"] = sentences
         for stage in args.stages:

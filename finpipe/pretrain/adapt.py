@@ -30,7 +30,7 @@ from finpipe.config import Pretrain
 from finpipe.fingerprint import fingerprint
 from finpipe.pretrain.base import extend_vocab, load_base
 from finpipe.pretrain.collator import PretrainCollator
-from finpipe.pretrain.data import Documents, cached_examples, mix_replay, tokenizer_fingerprint
+from finpipe.pretrain.data import EXAMPLES_FORMAT, Documents, cached_examples, mix_replay, tokenizer_fingerprint
 from finpipe.pretrain.dropout import use_bulk_mask_dropout
 from finpipe.pretrain.heldout import heldout_metrics
 from finpipe.run_summary import WALL_CLOCK, LogAtCheckpoints, checkpoint_progress, mean_training_loss
@@ -147,7 +147,8 @@ def _examples(
     domain = len(train_ds)
     if replay is not None:
         general = cached_examples(replay, tokenizer, cfg.data, seed=cfg.data.seed + 2, cache_dir=cache, key=f"replay-{key}")
-        train_ds = mix_replay(train_ds, general, cfg.data.replay_fraction, cfg.data.seed)
+        mixed = cache / f"mixed-{fingerprint(key, cfg.data.replay_fraction, cfg.data.seed, domain)}-v{EXAMPLES_FORMAT}.arrow"
+        train_ds = mix_replay(train_ds, general, cfg.data.replay_fraction, cfg.data.seed, cache_file=mixed)
         log.info("replay: %d general-domain examples mixed into %d domain ones", len(train_ds) - domain, domain)
     collator = collator_for(cfg, tokenizer)
     eval_ds = cached_examples(

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -182,19 +184,32 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return fingerprint(tokenizer.backend_tokenizer.to_str(), tokenizer.get_added_vocab())
 
 
-def mix_replay(domain: datasets.Dataset, general: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
+def mix_replay(
+    domain: datasets.Dataset, general: datasets.Dataset, fraction: float, seed: int, cache_file: Path | None = None
+) -> datasets.Dataset:
     """The domain examples plus general-domain ones making up `fraction` of the result, drawn
     without replacement (and again once all were drawn), numbered after the domain's so each
-    example keeps masks of its own."""
+    example keeps masks of its own.
+
+    With `cache_file` the drawn examples are written there (Arrow, memory-mapped back) rather
+    than held in memory; it must be named for everything that decides them (the caller's
+    key, fraction, seed). The draw holds 8 bytes per general-domain example."""
     want = round(fraction / (1 - fraction) * len(domain))
     rng = random.Random(seed)
-    picks: list[int] = []
+    picks = array("q")
     while len(picks) < want and len(general):
-        order = list(range(len(general)))
+        # an int64 array shuffles exactly as the list of ints did (same swaps, same draws)
+        order = array("q", range(len(general)))
         rng.shuffle(order)
-        picks += order[: want - len(picks)]
-    chosen = general.select(picks).map(lambda _, i: {"idx": len(domain) + i}, with_indices=True, keep_in_memory=True)
+        picks.extend(order[: want - len(picks)])
+    renumber = functools.partial(_renumber, offset=len(domain))
+    where: dict[str, Any] = {"keep_in_memory": True} if cache_file is None else {"cache_file_name": str(cache_file)}
+    chosen = general.select(np.frombuffer(picks, dtype=np.int64) if picks else []).map(renumber, with_indices=True, **where)
     return datasets.concatenate_datasets([domain, chosen])
+
+
+def _renumber(_: dict[str, Any], i: int, offset: int) -> dict[str, int]:
+    return {"idx": offset + i}
 
 
 def example_features(nsp: bool, premasked: bool) -> datasets.Features:
@@ -232,6 +247,23 @@ def stream_examples(docs: Documents, tokenizer: Any, cfg: PretrainData, seed: in
         del shard, tokens  # before the next shard is read: one shard in memory, not two
 
 
+ARROW_FILE = "data-00000-of-00001.arrow"  # the name save_to_disk gives a dataset of one shard
+
+
+def _write_dataset_state(folder: Path) -> None:
+    """state.json and dataset_info.json beside folder's Arrow file, as Dataset.save_to_disk
+    writes them, so datasets.load_from_disk reads the folder (memory-mapped, nothing copied)."""
+    built = datasets.Dataset.from_file(str(folder / ARROW_FILE))
+    keys = ("_fingerprint", "_format_columns", "_format_kwargs", "_format_type", "_output_all_columns")
+    state = {k: built.__dict__[k] for k in keys}
+    state["_split"] = None
+    state["_data_files"] = [{"filename": ARROW_FILE}]
+    info = dataclasses.asdict(built.info)
+    del built
+    (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+    (folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2), encoding="utf-8")
+
+
 def cached_examples(
     docs: Documents,
     tokenizer: Any,
@@ -255,10 +287,13 @@ def cached_examples(
         return datasets.load_from_disk(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    scratch = path.with_name(f".{path.name}.build-{os.getpid()}.arrow")
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     gen = torch.Generator().manual_seed(seed) if premask is not None else None
-    writer = ArrowWriter(features=example_features(cfg.nsp, premask is not None), path=str(scratch))
+    # written straight into save_to_disk's layout (one Arrow file, then its two JSON files):
+    # copying a finished file into it reads every page back through a memory map, which
+    # counts as resident memory (~12 GB at 100M sentences)
+    writer = ArrowWriter(features=example_features(cfg.nsp, premask is not None), path=str(tmp / ARROW_FILE))
     try:
         n = 0
         for ex in itertools.islice(stream_examples(docs, tokenizer, cfg, seed), limit):
@@ -269,14 +304,11 @@ def cached_examples(
             writer.write(ex)
             n += 1
         writer.finalize()
-        built = datasets.Dataset.from_file(str(scratch))
-        built.save_to_disk(str(tmp))
-        del built
+        _write_dataset_state(tmp)
         if not path.exists():
             os.replace(tmp, path)
     finally:
         writer.close()  # a no-op once finalized; a failed build's file is closed before removal
-        scratch.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("examples: built %d (cached at %s)", n, path)
     return datasets.load_from_disk(str(path))
