@@ -29,7 +29,10 @@ KEY = ["doc_id", "sent_idx"]  # unique per corpus (the schema's table-wide check
 
 def _batches(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
     """The table in row groups (as ingest wrote them), or in batches of batch_rows rows."""
-    pf = pq.ParquetFile(path)
+    # without pre-buffering: with it, iter_batches keeps every row group's read buffers until
+    # the file is closed (apache/arrow#39808), which grew with the corpus (~15 MB per 1M
+    # sentences) and would not be flat at 100M
+    pf = pq.ParquetFile(path, pre_buffer=False)
     if batch_rows is None:
         for i in range(pf.num_row_groups):
             yield pf.read_row_group(i).to_pandas()

@@ -67,7 +67,7 @@ class CorpusDocuments:
 
     def _rows(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         """The rows of this split and these sources, in file order, batch by batch."""
-        pf = pq.ParquetFile(self.corpus)
+        pf = pq.ParquetFile(self.corpus, pre_buffer=False)  # see finpipe.corpus_validation._batches
         by_source = self.only is not None or bool(self.exclude)  # else a corpus needs no source column
         for batch in pf.iter_batches(batch_size=self.batch_rows, columns=[*columns, "split", *(["source"] if by_source else [])]):
             keep = pc.equal(batch.column("split"), self.split)

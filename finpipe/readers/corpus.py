@@ -192,7 +192,7 @@ def _tabular(path: Path, fmt: str, spec: CorpusSource, damage: Damages | None) -
     def parquet_records() -> Iterator[tuple[str, dict]]:
         refuse_gzip_parquet(path)
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, pre_buffer=False)  # see finpipe.corpus_validation._batches
         except Exception as err:  # pyarrow raises several types for a non-Parquet file
             raise UserError(f"{path}: not a Parquet file ({type(err).__name__})") from None
         check(pf.schema_arrow.names)
