@@ -3,16 +3,22 @@
 Each batch (a row group of the ingested Parquet, or `batch_rows` rows) goes through the
 pandera contract on its own; the rows that pass are appended to the clean Parquet, the failing
 ones to the quarantine JSONL, and the report's counts are added up (Tally). The one check that
-spans rows, unique (doc_id, sent_idx), sees earlier batches through a set of 64-bit key hashes
-(SeenKeys: 8 bytes a row). The outputs equal one validation of the whole table.
+spans rows, unique (doc_id, sent_idx), is settled by a first pass over the key columns
+(`repeated_keys`): every key's 64-bit hash goes to a scratch file on disk, partitioned by its
+top bits, and each partition is counted alone, so that pass holds one partition (~16 MB) and
+the second only the hashes of keys that occur more than once. The outputs equal one
+validation of the whole table.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,7 +33,7 @@ log = logging.getLogger(__name__)
 KEY = ["doc_id", "sent_idx"]  # unique per corpus (the schema's table-wide check)
 
 
-def _batches(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
+def _batches(path: Path, batch_rows: int | None, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """The table in row groups (as ingest wrote them), or in batches of batch_rows rows."""
     # without pre-buffering: with it, iter_batches keeps every row group's read buffers until
     # the file is closed (apache/arrow#39808), which grew with the corpus (~15 MB per 1M
@@ -35,10 +41,48 @@ def _batches(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
     pf = pq.ParquetFile(path, pre_buffer=False)
     if batch_rows is None:
         for i in range(pf.num_row_groups):
-            yield pf.read_row_group(i).to_pandas()
+            yield pf.read_row_group(i, columns=columns).to_pandas()
     else:
-        for batch in pf.iter_batches(batch_size=batch_rows):
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
             yield batch.to_pandas()
+
+
+PARTITION_BYTES = 16 << 20  # key hashes per scratch partition, counted in memory one at a time
+MAX_PARTITIONS = 256  # open files; past 2^29 rows the partitions grow beyond PARTITION_BYTES
+
+
+def repeated_keys(path: Path, batch_rows: int | None, scratch: Path) -> np.ndarray:
+    """The sorted 64-bit hashes of the keys that occur more than once in the table.
+
+    Hand-written because no library here does an out-of-core duplicate count in a few lines:
+    hashes are appended to 2^b scratch files by their top b bits, sized from the row count in
+    the Parquet footer so a file holds about PARTITION_BYTES, then each file is read and
+    counted on its own."""
+    rows = pq.ParquetFile(path).metadata.num_rows
+    bits = min(max(0, math.ceil(math.log2(max(1, rows * 8 / PARTITION_BYTES)))), int(math.log2(MAX_PARTITIONS)))
+    names = [scratch / f"keys-{b:03d}.u64" for b in range(1 << bits)]
+    files = [open(n, "wb") for n in names]
+    try:
+        for df in _batches(path, batch_rows, columns=KEY):
+            hashes = key_hashes(df, KEY)
+            if not bits:
+                hashes.tofile(files[0])
+                continue
+            part = hashes >> np.uint64(64 - bits)
+            order = np.argsort(part, kind="stable")
+            bounds = np.searchsorted(part[order], np.arange(1 << bits, dtype=np.uint64))
+            for b, chunk in enumerate(np.split(hashes[order], bounds[1:])):
+                if len(chunk):
+                    chunk.tofile(files[b])
+    finally:
+        for f in files:
+            f.close()
+    repeated = []
+    for name in names:
+        keys, counts = np.unique(np.fromfile(name, dtype=np.uint64), return_counts=True)
+        repeated.append(keys[counts > 1])
+        name.unlink()
+    return np.concatenate(repeated) if repeated else np.empty(0, dtype=np.uint64)  # partitions are in order
 
 
 def _json_lines(rows: pd.DataFrame) -> str:
@@ -69,7 +113,9 @@ def validate_corpus_file(
     """Validate in_path into clean_path (Parquet) and quarantine_path (JSONL), batch by batch."""
     schema = corpus_schema(cfg.corpus.min_chars, cfg.corpus.max_chars)
     tally = Tally(rule_order=rule_order(schema))
-    seen = SeenKeys()
+    with tempfile.TemporaryDirectory(prefix=".keys-", dir=clean_path.parent) as scratch:
+        repeated = repeated_keys(in_path, batch_rows, Path(scratch))
+    seen = SeenKeys()  # of the repeated keys only: 8 bytes a key that occurs twice or more
     writer: pq.ParquetWriter | None = None
     arrow_schema: pa.Schema | None = None
     columns = pq.read_schema(in_path).remove_metadata()  # the types, whatever a batch's values
@@ -77,8 +123,14 @@ def validate_corpus_file(
         try:
             for df in _batches(in_path, batch_rows):
                 hashes = key_hashes(df, KEY)
+                pos = np.searchsorted(repeated, hashes)
+                again = (
+                    repeated[np.minimum(pos, max(len(repeated) - 1, 0))] == hashes
+                    if len(repeated)
+                    else np.zeros(len(hashes), bool)
+                )
                 outcome = apply(schema, df.assign(**{SEEN_BEFORE: seen.contains(hashes)}))
-                seen.add(hashes)
+                seen.add(hashes[again])
                 tally.add(df, outcome)
                 passed = _no_helpers(outcome.passed)
                 if arrow_schema is None:
@@ -95,5 +147,5 @@ def validate_corpus_file(
             quarantine.write(_json_lines(pd.DataFrame(columns=["reasons"])))  # as pandas writes no rows: "\n"
     if writer is None:  # no row groups at all: an empty table of the ingested columns
         pq.write_table(columns.empty_table(), clean_path)
-    log.info("corpus: key hashes of %d rows held in %.1f MB", len(seen), seen.nbytes / 1e6)
+    log.info("corpus: %d keys occur more than once; their hashes held in %.1f MB", len(repeated), seen.nbytes / 1e6)
     return tally

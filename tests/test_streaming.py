@@ -352,3 +352,35 @@ def test_reading_the_corpus_in_batches_holds_no_more_at_the_end_than_at_the_star
     assert len(held) == 60
     early, late = max(held[5:15]), max(held[-10:])
     assert late < early + (1 << 20), f"{early >> 20} MB held early, {late >> 20} MB late"
+
+
+@pytest.mark.parametrize("partition_bytes", [16 << 20, 64])
+def test_repeated_keys_are_those_a_whole_table_count_finds(monkeypatch, tmp_path, partition_bytes):
+    """The first pass finds exactly the repeated (doc_id, sent_idx) keys, whether the hashes
+    fit one partition or spread over many scratch files (64 bytes: 8 keys a partition)."""
+    import finpipe.corpus_validation as cv
+    from finpipe.seen_keys import key_hashes
+
+    monkeypatch.setattr(cv, "PARTITION_BYTES", partition_bytes)
+    rng = np.random.default_rng(1)
+    rows = [_row(f"d{int(d)}", int(i), "Some text.") for d, i in rng.integers(0, 30, size=(400, 2))]
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), path, row_group_size=50)
+    (tmp_path / "scratch").mkdir()
+    found = cv.repeated_keys(path, None, tmp_path / "scratch")
+    df = pd.DataFrame(rows)
+    expected = np.unique(key_hashes(df[df.duplicated(cv.KEY, keep=False)], cv.KEY))
+    assert len(expected) > 10 and found.tolist() == expected.tolist()
+    assert list((tmp_path / "scratch").iterdir()) == []  # the partitions are removed once counted
+
+
+def test_validation_holds_only_the_repeated_keys(monkeypatch, tmp_path):
+    """Memory in the second pass: the hashes of keys that repeat, not one per row."""
+
+    held: list[int] = []
+    add = SeenKeys.add
+    monkeypatch.setattr(SeenKeys, "add", lambda self, h: held.append(len(h)) or add(self, h))
+    (tmp_path / "in").mkdir()
+    _bad_corpus(tmp_path / "in" / "corpus.parquet")  # one key, (a, 0), twice; 10 rows
+    out = _validate(tmp_path, "batched", 3)
+    assert sum(held) == 2 and "Alpha rose again." in out["quarantine"]
