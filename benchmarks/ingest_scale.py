@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,18 +67,23 @@ def timed(cmd: list[str], every: float = 0.5) -> tuple[float, float, list[float]
     # wait4 gives the rusage of this child alone, unlike RUSAGE_CHILDREN which keeps the max so far
     # stderr goes to a file: a pipe nobody reads until the end would stall a chatty child
     samples: list[tuple[float, float]] = []
+    done = threading.Event()
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            rss = _rss_mb(proc.pid)
-            if rss is not None:
-                samples.append((time.perf_counter() - t0, rss))
-            time.sleep(every)
+
+        def sample() -> None:  # beside the wait, so the time measured is not rounded to `every`
+            while not done.wait(every):
+                rss = _rss_mb(proc.pid)
+                if rss is not None:
+                    samples.append((time.perf_counter() - t0, rss))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
+        done.set()
+        sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         if proc.returncode != 0:
             err.seek(0)

@@ -12,6 +12,7 @@ validation of the whole table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -61,8 +62,8 @@ def repeated_keys(path: Path, batch_rows: int | None, scratch: Path) -> np.ndarr
     rows = pq.ParquetFile(path).metadata.num_rows
     bits = min(max(0, math.ceil(math.log2(max(1, rows * 8 / PARTITION_BYTES)))), int(math.log2(MAX_PARTITIONS)))
     names = [scratch / f"keys-{b:03d}.u64" for b in range(1 << bits)]
-    files = [open(n, "wb") for n in names]
-    try:
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open(n, "wb")) for n in names]
         for df in _batches(path, batch_rows, columns=KEY):
             hashes = key_hashes(df, KEY)
             if not bits:
@@ -74,9 +75,6 @@ def repeated_keys(path: Path, batch_rows: int | None, scratch: Path) -> np.ndarr
             for b, chunk in enumerate(np.split(hashes[order], bounds[1:])):
                 if len(chunk):
                     chunk.tofile(files[b])
-    finally:
-        for f in files:
-            f.close()
     repeated = []
     for name in names:
         keys, counts = np.unique(np.fromfile(name, dtype=np.uint64), return_counts=True)

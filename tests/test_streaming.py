@@ -294,10 +294,27 @@ def _ingest_rows(docs) -> tuple[list[dict], dict]:
     return rows, dataclasses.asdict(stats)
 
 
+def _reference_dedup(docs) -> list[tuple[str, int, str]]:
+    """(doc_id, sent_idx, text) as ingest first wrote them, one document at a time with a
+    Python set of texts and a dict of ids: the reference for the hashed, chunked version."""
+    from finpipe.text import normalise, split_sentences
+
+    texts, ids, rows = set(), {}, []
+    for doc in docs:
+        sentences = split_sentences(normalise(doc.text))
+        if not sentences or "\n".join(sentences) in texts:
+            continue
+        texts.add("\n".join(sentences))
+        n = ids[doc.doc_id] = ids.get(doc.doc_id, 0) + 1
+        rows += [(doc.doc_id if n == 1 else f"{doc.doc_id}#{n}", i, t) for i, t in enumerate(sentences)]
+    return rows
+
+
 def test_ingest_dedup_is_the_same_across_chunk_boundaries(monkeypatch):
     import finpipe.sentence_rows as sr
 
     whole = _ingest_rows(_raw_docs(400))
+    assert [(r["doc_id"], r["sent_idx"], r["text"]) for r in whole[0]] == _reference_dedup(_raw_docs(400))
     assert whole[1]["duplicate_documents"] > 0 and whole[1]["colliding_ids"] > 0
     ids = [r["doc_id"] for r in whole[0]]
     assert len(set(ids)) == len(ids) and "0#2" in ids  # every kept document its own id

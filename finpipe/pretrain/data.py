@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from datasets.arrow_writer import ArrowWriter
+from datasets.utils.py_utils import asdict as datasets_asdict
 
 from finpipe.config import PretrainData
 from finpipe.fingerprint import fingerprint
@@ -258,7 +259,7 @@ def _write_dataset_state(folder: Path) -> None:
     state = {k: built.__dict__[k] for k in keys}
     state["_split"] = None
     state["_data_files"] = [{"filename": ARROW_FILE}]
-    info = dataclasses.asdict(built.info)
+    info = datasets_asdict(built.info)  # datasets' own: default fields left out, as save_to_disk writes
     del built
     (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
     (folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2), encoding="utf-8")
@@ -290,11 +291,12 @@ def cached_examples(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     gen = torch.Generator().manual_seed(seed) if premask is not None else None
-    # written straight into save_to_disk's layout (one Arrow file, then its two JSON files):
-    # copying a finished file into it reads every page back through a memory map, which
-    # counts as resident memory (~12 GB at 100M sentences)
-    writer = ArrowWriter(features=example_features(cfg.nsp, premask is not None), path=str(tmp / ARROW_FILE))
+    writer: ArrowWriter | None = None
     try:
+        # written straight into save_to_disk's layout (one Arrow file, then its two JSON files):
+        # copying a finished file into it reads every page back through a memory map, which
+        # counts as resident memory (~12 GB at 100M sentences)
+        writer = ArrowWriter(features=example_features(cfg.nsp, premask is not None), path=str(tmp / ARROW_FILE))
         n = 0
         for ex in itertools.islice(stream_examples(docs, tokenizer, cfg, seed), limit):
             ex["idx"] = n  # seeds this example's masks (see PretrainCollator)
@@ -308,7 +310,8 @@ def cached_examples(
         if not path.exists():
             os.replace(tmp, path)
     finally:
-        writer.close()  # a no-op once finalized; a failed build's file is closed before removal
+        if writer is not None:
+            writer.close()  # a no-op once finalized; a failed build's file is closed before removal
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("examples: built %d (cached at %s)", n, path)
     return datasets.load_from_disk(str(path))
