@@ -47,5 +47,10 @@ git add -A
 git -c user.name=finpipe -c user.email=finpipe@localhost commit -qm "real profile $(date -u +%FT%TZ)" || true
 [ -n "${REAL_SETUP_ONLY:-}" ] && { echo "real: workspace ready at $WS"; exit 0; }
 start=$(date +%s)
+# what the report needs (`evaluate` and its upstream stages): a stage no variant uses (DAPT when
+# finetune.variants has no `adapted`) is not run; a target among the arguments replaces it
+target=evaluate
+for arg in "$@"; do case "$arg" in -*) ;; *) target= ;; esac; done
+set -- "$@" $target
 dvc repro "$@"
 echo "real: dvc repro took $(( $(date +%s) - start )) s; report: $WS/reports/report.md"

@@ -1,0 +1,104 @@
+"""profiles/gpu_screen.py run: the stage commands of several grid entries in dependency order,
+each entry's params overrides in its own workspace copy, dev figures back and test figures not,
+a failed stage's dependents not started, the packed float16 weights restored as float32."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import lzma
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("gpu_screen", REPO / "profiles" / "gpu_screen.py")
+gpu_screen = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_screen)
+
+PY = sys.executable
+
+
+# a stand-in stage: fails if a required folder is missing, makes its output folder, writes
+# metrics (with test figures, as the real stages do) that show the l2sp its params.yaml gave
+STAGE = """
+import json, pathlib, sys, yaml
+need, make, metrics, kind = sys.argv[1:5]
+if need != "-" and not pathlib.Path(need).is_dir():
+    raise SystemExit(f"{need} missing")
+if kind == "bad":
+    raise SystemExit("broken on purpose")
+if make != "-":
+    pathlib.Path(make).mkdir(parents=True, exist_ok=True)
+l2sp = yaml.safe_load(open("params.yaml"))["tapt"]["train"]["l2sp"]
+m = {"train": {"l2sp": l2sp, "test_examples": 9}, "dev": {"accuracy": l2sp}, "test": {"accuracy": 1.0}}
+pathlib.Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+pathlib.Path(metrics).write_text(json.dumps(m))
+"""
+
+
+def _stage(name: str, dep: str, out: str, kind: str = "ok") -> dict[str, object]:
+    metrics = f"reports/{name.replace('@', '_')}.json"
+    cmd = f"{PY} ../../packed/stage.py {dep} {out} {metrics} {kind} --metrics {metrics}"
+    return {"name": name, "deps": [dep, "params.yaml"], "outs": [out], "cmd": cmd}
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "packed"
+    ws = folder / "ws"
+    (ws / "models/base").mkdir(parents=True)
+    (ws / "params.yaml").write_text(yaml.safe_dump({"tapt": {"train": {"l2sp": 0.0}}}))
+    (folder / "stage.py").write_text(STAGE)
+    weights = {"w": torch.tensor([1.0, 1.0 / 3.0, -2.5e-3]), "ids": torch.arange(3)}
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
+    save_file(half, str(tmp_path / "m16.safetensors"))
+    with lzma.open(folder / "model16.safetensors.xz", "wb") as f:
+        f.write((tmp_path / "m16.safetensors").read_bytes())
+    stages = [
+        _stage("tapt-sentiment@t-base", "models/base", "models/tapt/t/base"),
+        _stage("finetune-sentiment-tapt@t-base-13", "models/tapt/t/base", "models/s/t"),
+        _stage("finetune-sentiment@t-base-13", "models/base", "models/s/b"),
+        _stage("tapt-ner@bad-base", "models/base", "models/tapt/bad/base", kind="bad"),
+        _stage("finetune-ner-tapt@bad-base-13", "models/tapt/bad/base", "models/n/bad"),
+    ]
+    (folder / "stages.json").write_text(json.dumps(stages))
+    return folder
+
+
+def test_run_grid(tmp_path: Path) -> None:
+    folder, out, work = _folder(tmp_path), tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    grid = {"v1": {"tapt.train.l2sp": 0.5}, "v2": {"tapt.train.l2sp": 0.75}}
+    gpu_screen.run(folder, grid, concurrency=2, launch_until=120, kill_at=180, out=out, work=work)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by = {(r["variant"], r["stage"]): r for r in rows}
+    # each grid entry's override reached its TAPT and the fine-tuning that depends on it
+    assert by[("v1", "finetune-sentiment-tapt@t-base-13")]["metrics"]["dev"]["accuracy"] == 0.5
+    assert by[("v2", "finetune-sentiment-tapt@t-base-13")]["metrics"]["dev"]["accuracy"] == 0.75
+    assert by[("v2", "tapt-sentiment@t-base")]["metrics"]["train"]["l2sp"] == 0.75
+    # base fine-tuning only in the first entry (later entries change TAPT alone)
+    assert ("v1", "finetune-sentiment@t-base-13") in by and ("v2", "finetune-sentiment@t-base-13") not in by
+    # a failed TAPT: logged, and its fine-tuning never started
+    assert by[("v1", "tapt-ner@bad-base")]["rc"] == 1
+    assert by[("v1", "finetune-ner-tapt@bad-base-13")]["rc"] == "blocked"
+    assert not (work / "ws-v1/models/n/bad").exists()
+    assert "broken on purpose" in (out / "failures.log").read_text()
+    # test figures stay on the machine: no key naming test comes back
+    assert "test" not in (out / "results.jsonl").read_text()
+    assert "test" in (work / "ws-v1/reports/finetune-sentiment-tapt_t-base-13.json").read_text()  # they were there
+    # the packed float16 weights come back as float32 (rounded once), integers untouched
+    restored = load_file(str(work / "ws-v2/models/base/model.safetensors"))
+    assert restored["w"].dtype == torch.float32 and restored["ids"].dtype == torch.int64
+    assert torch.equal(restored["w"], torch.tensor([1.0, 1.0 / 3.0, -2.5e-3]).half().float())
+
+
+def test_launch_deadline(tmp_path: Path) -> None:
+    """Nothing starts after --launch-until: what is left is listed in not_run.txt."""
+    folder, out, work = _folder(tmp_path), tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    gpu_screen.run(folder, {"v1": {}}, concurrency=1, launch_until=0, kill_at=10, out=out, work=work)
+    assert not (out / "results.jsonl").exists()
+    assert len((out / "not_run.txt").read_text().split()) == 5
