@@ -43,9 +43,10 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "chromium not available: the Prefect UI screenshot check will be skipped"
 
-## make real: the whole pipeline on the real data sets with profiles/real.yaml (DAPT of MiniLM on
-## Reuters, fine-tuning on FPB 50Agree, SemEval-2017 headlines and FIN5, 3 seeds, evaluation):
-## about 1.5 h on 2 CPU cores (measured 1 h 32 min), in its own DVC workspace (REAL_WORKSPACE, default data/work/real-project)
+## make real: the pipeline on the real data sets with profiles/real.yaml (MiniLM as it is and after
+## task-adaptive pretraining, fine-tuned on FPB 50Agree, SemEval-2017 headlines, FIN5 and FiNER-ORD,
+## 3 seeds, evaluation; its time on 2 CPU cores: RESULTS.md), in its own DVC workspace (REAL_WORKSPACE,
+## default data/work/real-project)
 real: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" bash profiles/real-run.sh
 

@@ -291,6 +291,54 @@ def run(
     )
 
 
+MAIN_METRIC = {"fpb50": "accuracy", "semeval": "cosine"}  # NER tasks: micro_f1
+
+
+def table(results: list[Path]) -> str:
+    """Markdown: per task and variant, the mean dev figure over seeds, its spread and the
+    difference from base (mean of the seeds' figures, not a paired test), and TAPT's held-out
+    perplexity before -> after."""
+    import statistics
+
+    runs: dict[tuple[str, str], dict[int, float]] = {}
+    tapt: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in results:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            m = row.get("metrics")
+            if not m:
+                continue
+            if row["stage"].startswith("tapt-"):
+                task = row["stage"].split("@", 1)[1].rsplit("-", 1)[0]
+                tapt[(task, row["variant"])] = m
+                continue
+            variant = "base" if m["variant"] == "base" else row["variant"]
+            runs.setdefault((m["task"], variant), {})[m["seed"]] = m["dev"][MAIN_METRIC.get(m["task"], "micro_f1")]
+    lines = [
+        "| task (dev metric) | variant | seeds | mean | sd | − base | TAPT steps | held-out ppl before → after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task in dict.fromkeys(t for t, _ in runs):
+        base = statistics.mean(runs[(task, "base")].values()) if (task, "base") in runs else None
+
+        def order(variant: str) -> tuple[bool, int, str]:  # base, then by TAPT epochs
+            digits = "".join(ch for ch in variant.split("-")[0] if ch.isdigit())
+            return (variant != "base", int(digits or 0), variant)
+
+        for variant in sorted((v for t, v in runs if t == task), key=order):
+            seeds = runs[(task, variant)]
+            vals = [seeds[k] for k in sorted(seeds)]
+            mean = statistics.mean(vals)
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            diff = "" if variant == "base" or base is None else f"{mean - base:+.4f}"
+            tp = tapt.get((task, variant))
+            steps = str(tp["train"]["steps"]) if tp else ""
+            ppl = f"{tp['base']['perplexity']:.0f} → {tp['adapted']['perplexity']:.0f}" if tp else ""
+            metric = MAIN_METRIC.get(task, "micro_f1")
+            lines.append(f"| {task} ({metric}) | {variant} | {len(vals)} | {mean:.4f} | {sd:.4f} | {diff} | {steps} | {ppl} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -310,8 +358,12 @@ def main() -> None:
     r.add_argument("--only", help="regex: run only the stages it matches (a quick check)")
     r.add_argument("--work", type=Path, default=Path("/tmp/gpu-screen"), help="workspace copies, logs")
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "screen-out")))
+    t = sub.add_parser("table", help="the dev figures of results.jsonl files as a Markdown table")
+    t.add_argument("results", type=Path, nargs="+")
     a = ap.parse_args()
-    if a.cmd == "pack":
+    if a.cmd == "table":
+        print(table(a.results))
+    elif a.cmd == "pack":
         pack(a.workspace, a.folder, a.stages, not a.keep_weights)
     else:
         a.out.mkdir(parents=True, exist_ok=True)
