@@ -84,3 +84,48 @@ def test_finer_ord_counts(real_run):
     for etype, (b, i) in {"ORG": (2026 + 274, 1414 + 250), "LOC": (966 + 193, 289 + 74), "PER": (821 + 138, 553 + 84)}.items():
         assert m["tags"][f"B-{etype}"] + m["tags"][f"I-{etype}"] == b + i  # repairs move I→B, never lose a token
     assert m["splits"]["dev"] == 402  # the source's own val split is kept
+
+
+def test_make_real_runs_what_the_report_needs(tmp_path):
+    """`make real` (profiles/real-run.sh) reproduces `evaluate` and its upstream stages: with
+    the profile's variants (base, base-tapt) the domain pretraining is not among them, TAPT and
+    every fine-tuning run are; a target given on the command line replaces `evaluate`."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    repo_root = Path(__file__).resolve().parents[1]
+    data = Path(os.environ.get("FINPIPE_DATA", repo_root.parent / "shared" / "data"))
+    if not data.is_dir():
+        pytest.skip(f"real data not found at {data} (set FINPIPE_DATA)")
+    # a `dvc` that records its arguments, so the script's `dvc repro` call can be read back
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "dvc").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/dvc-calls\n')
+    (stub / "dvc").chmod(0o755)
+    ws = tmp_path / "ws"
+    env = {**os.environ, "FINPIPE_DATA": str(data), "REAL_WORKSPACE": str(ws), "PATH": f"{stub}{os.pathsep}{os.environ['PATH']}"}
+
+    def repro_args(*args: str) -> str:
+        (tmp_path / "dvc-calls").unlink(missing_ok=True)
+        proc = subprocess.run(
+            ["bash", "profiles/real-run.sh", *args], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [c for c in (tmp_path / "dvc-calls").read_text().splitlines() if c.startswith("repro")][0]
+
+    assert repro_args() == "repro evaluate"
+    assert repro_args("--no-run-cache") == "repro --no-run-cache evaluate"
+    assert repro_args("pretrain", "-f") == "repro pretrain -f"
+    # what `dvc repro evaluate` runs in that workspace: evaluate's upstream stages
+    with Repo(str(ws)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        evaluate = next(s for s in graph if s.name == "evaluate")
+        upstream = {s.name for s in nx.descendants(graph, evaluate)}
+    assert {
+        "base-model",
+        "tapt-sentiment@fpb50-base",
+        "tapt-ner@finer_ord-base",
+        "finetune-ner-tapt@finer_ord-base-15",
+    } <= upstream
+    assert "finetune-sentiment@semeval-base-14" in upstream
+    assert "pretrain" not in upstream and not any("adapted" in s for s in upstream)
