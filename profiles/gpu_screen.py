@@ -214,14 +214,16 @@ def run(
     done: set[tuple[str, str]] = set()
     failed: set[tuple[str, str]] = set()
     outs_of = {(j["variant"], o): j["name"] for j in jobs for o in j["outs"]}
-
-    def blockers(job: dict[str, Any]) -> list[tuple[str, str]]:
-        keys = []
-        for dep in job["deps"]:
-            for (variant, out_path), name in outs_of.items():
-                if variant == job["variant"] and (dep == out_path or dep.startswith(out_path + "/")):
-                    keys.append((variant, name))
-        return keys
+    # each job's upstream stages (an output that is, or holds, one of its deps), found once
+    blockers = {
+        (job["variant"], job["name"]): [
+            (variant, name)
+            for dep in job["deps"]
+            for (variant, out_path), name in outs_of.items()
+            if variant == job["variant"] and (dep == out_path or dep.startswith(out_path + "/"))
+        ]
+        for job in jobs
+    }
 
     results = out / "results.jsonl"
     while pending or running:
@@ -265,7 +267,7 @@ def run(
         for job in list(pending):
             if len(running) >= concurrency or now >= launch_until:
                 break
-            need = blockers(job)
+            need = blockers[(job["variant"], job["name"])]
             if any(b in failed for b in need):
                 pending.remove(job)
                 failed.add((job["variant"], job["name"]))
