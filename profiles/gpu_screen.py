@@ -15,6 +15,10 @@ runs a prepared workspace's stage commands (exactly the `cmd` lines DVC resolved
         (dev figures only: the test figures the stages also compute are left behind, so
         nothing here can be chosen on test), failures' log tails to $OUT/failures.log.
 
+  table (anywhere): the dev figures of results.jsonl files as the Markdown table of RESULTS.md.
+  exp-show (here): the same rows from `dvc exp show --json`, for the grid that
+        profiles/tapt-screen.sh runs through DVC's experiment queue on a machine that has DVC.
+
 Training curves are not recorded there (dvclive needs DVC and git; a no-op stand-in takes its
 place), so these are screening figures, not pipeline outputs: the chosen configuration is then
 run by `dvc repro` (make real) as usual.
@@ -293,6 +297,42 @@ def run(
     )
 
 
+def from_exp_show(shown: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+    """results.jsonl rows (the shape `run` writes) from `dvc exp show --json`: the committed
+    baseline's fine-tuning and TAPT metrics under the name `baseline`, each experiment's under
+    its own name, dev figures only. Experiments that failed, and the uncommitted workspace, are
+    left out (logged)."""
+    rows: list[dict[str, Any]] = []
+    for commit in shown:
+        if commit.get("rev") == "workspace" or commit.get("error"):
+            continue
+        entries = [(baseline, commit)]
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                name = rev.get("name") or str(rev.get("rev", ""))[:7]
+                if rev.get("error") or not rev.get("data"):
+                    log.warning("experiment %s has no results: %s", name, rev.get("error"))
+                    continue
+                entries.append((name, rev))
+        for name, entry in entries:
+            metrics = (entry.get("data") or {}).get("metrics") or {}
+            # reports/finetune/<kind>/<task>/<variant>-s<seed>/metrics.json, reports/tapt/<task>/<start>/...
+            kinds = {p.split("/")[3]: p.split("/")[2] for p in metrics if p.startswith("reports/finetune/")}
+            for path in sorted(metrics):
+                data = (metrics[path] or {}).get("data")
+                parts = path.split("/")
+                if not data or parts[-1] != "metrics.json":
+                    continue
+                if len(parts) == 5 and parts[1] == "tapt" and parts[2] in kinds:
+                    stage = f"tapt-{kinds[parts[2]]}@{parts[2]}-{parts[3]}"
+                elif len(parts) == 6 and parts[1] == "finetune":
+                    stage = f"finetune-{parts[2]}@{parts[3]}-{parts[4]}"
+                else:
+                    continue
+                rows.append({"variant": name, "stage": stage, "rc": 0, "metrics": _dev_only(data)})
+    return rows
+
+
 MAIN_METRIC = {"fpb50": "accuracy", "semeval": "cosine"}  # NER tasks: micro_f1
 
 
@@ -362,9 +402,15 @@ def main() -> None:
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "screen-out")))
     t = sub.add_parser("table", help="the dev figures of results.jsonl files as a Markdown table")
     t.add_argument("results", type=Path, nargs="+")
+    e = sub.add_parser("exp-show", help="results.jsonl rows from `dvc exp show --json` (stdout)")
+    e.add_argument("shown", type=Path, help="the output of `dvc exp show --json`")
+    e.add_argument("--baseline", default="profile", help="name of the committed baseline's rows")
     a = ap.parse_args()
     if a.cmd == "table":
         print(table(a.results))
+    elif a.cmd == "exp-show":
+        for row in from_exp_show(json.loads(a.shown.read_text()), a.baseline):
+            print(json.dumps(row))
     elif a.cmd == "pack":
         pack(a.workspace, a.folder, a.stages, not a.keep_weights)
     else:

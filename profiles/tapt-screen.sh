@@ -1,84 +1,85 @@
 #!/usr/bin/env bash
-# Dev-set screening of task-adaptive pretraining settings (issue #12), as DVC experiments.
+# Dev-set screening of task-adaptive pretraining settings (issue #12) through DVC's experiment
+# queue: `dvc exp run --queue -S ...`, `dvc queue start`, `dvc exp show`.
 #
-# A workspace made by real-run.sh from profiles/real.yaml (absolute data path, so DVC's
-# experiment copies find the data too), narrowed to one sentiment task (SCREEN_TASK, default
-# fpb50), one seed, the `base` variant and TAPT from base. The baseline run (base and base-tapt
-# with the profile's TAPT settings) is committed with its dvc.lock; each line of SCREEN_GRID is
-# one `dvc exp run -S ...` over it (only what the overrides touch reruns). screen.tsv collects
-# the DEV figures of every fine-tuning run (reports/finetune/.../metrics.json: dev), never test.
+# A workspace made by real-run.sh from profiles/real.yaml (absolute data path, so the copies in
+# which queued experiments run find the data too), narrowed to SCREEN_TASKS, SCREEN_SEEDS, the
+# `base` variant and TAPT from base. The baseline (base and base-tapt with the profile's TAPT
+# settings) runs in the workspace and is committed with its dvc.lock. Each line of SCREEN_GRID is
+# queued as one experiment over it; `dvc queue start -j SCREEN_JOBS` runs them, each rerunning
+# only the stages its overrides touch (the rest come from the shared cache). `dvc exp show
+# --json` then becomes results.jsonl (dev figures only: every key naming test is dropped, so
+# nothing here can be chosen on test) and screen.md, the Markdown table of RESULTS.md.
 #
 #   SCREEN_WORKSPACE  default data/work/tapt-screen
 #   SCREEN_GRID       a file with one experiment per line: NAME key=value [key=value ...]
+#                     (+key=value for a key the profile leaves at its default)
+#   SCREEN_TASKS      fine-tuning tasks, space-separated (default: every task of the profile)
+#   SCREEN_SEEDS      seeds, space-separated (default 13: screen on one seed, finalists on three)
+#   SCREEN_JOBS       experiments run at once (default 1: on 2 cores two at a time gain nothing,
+#                     RESULTS.md "Concurrent stages")
+#   SCREEN_BASELINE   the baseline's name in the table (default profile)
 #   FINPIPE_DATA      default ../shared/data
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DATA="$(cd "${FINPIPE_DATA:-$ROOT/../shared/data}" && pwd)"
 WS="${SCREEN_WORKSPACE:-$ROOT/data/work/tapt-screen}"
-TASK="${SCREEN_TASK:-fpb50}"
+BASELINE="${SCREEN_BASELINE:-profile}"
+GRID=""
+if [ -n "${SCREEN_GRID:-}" ]; then
+  GRID="$(cd "$(dirname "$SCREEN_GRID")" && pwd)/$(basename "$SCREEN_GRID")"
+fi
 # the workspace (copy of the repo, real.yaml as params.yaml, shared DVC cache), not run yet
 REAL_WORKSPACE="$WS" FINPIPE_DATA="$DATA" REAL_SETUP_ONLY=1 bash "$ROOT/profiles/real-run.sh" >/dev/null
+WS="$(cd "$WS" && pwd)"
 cd "$WS"
-python - "$TASK" <<'PY'
+SCREEN_TASKS="${SCREEN_TASKS:-}" SCREEN_SEEDS="${SCREEN_SEEDS:-13}" python - <<'PY'
+import os
 import sys
+
 import yaml
-task = sys.argv[1]
+
 params = yaml.safe_load(open("params.yaml"))
-params["finetune"]["sentiment"]["tasks"] = {task: params["finetune"]["sentiment"]["tasks"][task]}
-params["finetune"]["ner"]["tasks"] = {}
-params["finetune"]["seeds"] = [13]
-params["finetune"]["variants"] = ["base"]
+ft = params["finetune"]
+every = [*ft["sentiment"]["tasks"], *ft["ner"]["tasks"]]
+tasks = os.environ["SCREEN_TASKS"].split() or every
+unknown = sorted(set(tasks) - set(every))
+if unknown:
+    sys.exit(f"tapt-screen: SCREEN_TASKS names {unknown}; profiles/real.yaml has {every}")
+for kind in ("sentiment", "ner"):
+    ft[kind]["tasks"] = {t: c for t, c in ft[kind]["tasks"].items() if t in tasks}
+ft["seeds"] = [int(s) for s in os.environ["SCREEN_SEEDS"].split()]
+ft["variants"] = ["base"]
 params["tapt"]["starts"] = ["base"]
-# every TAPT knob spelled out (the profile lists only what it changes): `dvc exp run -S` can
-# set only keys that params.yaml has
-import dataclasses
-from finpipe.config import Tapt, parse
-params["tapt"] = dataclasses.asdict(parse(Tapt, params["tapt"], prefix="tapt"))
-params["evaluate"]["baselines"] = [b for b in params["evaluate"]["baselines"] if b["task"] == task]
+# the stages' own params sections stay as the profile has them, so the baseline's stages are the
+# ones `make real` ran (the run-cache replays them); a knob the profile leaves at its default is
+# set with `+key=value` in the grid (hydra's syntax for adding a key)
+params["evaluate"]["baselines"] = [b for b in params["evaluate"]["baselines"] if b["task"] in tasks]
 open("params.yaml", "w").write(yaml.safe_dump(params, sort_keys=False))
 PY
-git add -A && git -c user.name=finpipe -c user.email=finpipe@localhost commit -qm "screen $TASK" || true
-record() {  # name, overrides: one TSV row of dev figures (and TAPT's held-out MLM figures)
-  python - "$TASK" "$@" >>"$WS/screen.tsv" <<'PY'
-import json, sys
-from pathlib import Path
-task, name, sets = sys.argv[1], sys.argv[2], " ".join(sys.argv[3:]) or "-"
-for run in sorted(Path(f"reports/finetune/sentiment/{task}").glob("*/metrics.json")):
-    m = json.loads(run.read_text())
-    tapt = Path(f"reports/tapt/{task}/base/metrics.json")
-    t = json.loads(tapt.read_text()) if run.parent.name.startswith("base-tapt") and tapt.is_file() else None
-    row = [name, run.parent.name, f"{m['dev']['accuracy']:.4f}", f"{m['dev']['macro_f1']:.4f}",
-           f"{t['base']['perplexity']:.2f}" if t else "", f"{t['adapted']['perplexity']:.2f}" if t else "",
-           str(t["train"]["l2sp_distance"]) if t else "", sets]
-    print("\t".join(row))
-PY
-}
-run() {  # name, overrides... : one experiment over the committed baseline
-  local name="$1"; shift
-  local sets=()
-  for kv in "$@"; do sets+=(-S "$kv"); done
-  git checkout -q -- params.yaml
-  local start=$(date +%s)
-  if dvc exp run -n "$name" "${sets[@]}" evaluate >"$WS/exp-$name.log" 2>&1; then
-    echo "screen: $name done in $(( $(date +%s) - start )) s"
-    record "$name" "$@"
-  else
-    echo "screen: $name failed (see $WS/exp-$name.log)"
-  fi
-}
-printf 'experiment\trun\tdev_accuracy\tdev_macro_f1\ttapt_ppl_before\ttapt_ppl_after\tl2sp_distance\toverrides\n' >"$WS/screen.tsv"
-# the baseline: base and base-tapt with the profile's settings, committed with its dvc.lock so
-# every experiment below starts from it and reruns only what its overrides touch
+commit() { git add -A && git -c user.name=finpipe -c user.email=finpipe@localhost commit -qm "$1" || true; }
+commit "screen: ${SCREEN_TASKS:-every task}, seeds ${SCREEN_SEEDS:-13}"
+# the baseline, committed with its dvc.lock so every experiment starts from it
 start=$(date +%s)
 dvc repro evaluate >"$WS/baseline.log" 2>&1  # reruns nothing when an earlier screen ran it
 echo "screen: baseline done in $(( $(date +%s) - start )) s"
-record baseline
-git add -A && git -c user.name=finpipe -c user.email=finpipe@localhost commit -qm "screen baseline" || true
-if [ -n "${SCREEN_GRID:-}" ]; then
+commit "screen baseline"
+if [ -n "$GRID" ]; then
   while read -r name rest; do
     { [ -z "$name" ] || [ "${name:0:1}" = "#" ]; } && continue
-    # shellcheck disable=SC2086
-    run "$name" $rest
-  done <"$SCREEN_GRID"
+    sets=()
+    for kv in $rest; do sets+=(-S "$kv"); done
+    dvc exp remove "$name" >/dev/null 2>&1 || true  # a rerun of the screen replaces it
+    dvc exp run --queue -n "$name" "${sets[@]}" evaluate
+  done <"$GRID"
+  start=$(date +%s)
+  dvc queue start -j "${SCREEN_JOBS:-1}"
+  while dvc queue status 2>/dev/null | grep -qE '\b(Queued|Running)\b'; do sleep 20; done
+  echo "screen: experiments done in $(( $(date +%s) - start )) s"
+  dvc queue status
 fi
-echo "screen: dev figures in $WS/screen.tsv; experiments: cd $WS && dvc exp show"
+dvc exp show --json >"$WS/exp-show.json"
+python "$ROOT/profiles/gpu_screen.py" exp-show "$WS/exp-show.json" --baseline "$BASELINE" >"$WS/results.jsonl"
+python "$ROOT/profiles/gpu_screen.py" table "$WS/results.jsonl" >"$WS/screen.md"
+cat "$WS/screen.md"
+echo "screen: dev figures in $WS/screen.md ($WS/results.jsonl); experiments: cd $WS && dvc exp show"
