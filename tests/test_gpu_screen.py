@@ -7,9 +7,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import lzma
+import re
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
@@ -102,3 +104,77 @@ def test_launch_deadline(tmp_path: Path) -> None:
     gpu_screen.run(folder, {"v1": {}}, concurrency=1, launch_until=0, kill_at=10, out=out, work=work)
     assert not (out / "results.jsonl").exists()
     assert len((out / "not_run.txt").read_text().split()) == 5
+
+
+# a stand-in for TAPT and two fine-tuning runs in one stage: the metrics files where the real
+# stages write them, a TAPT-dependent dev figure, test figures next to it, a failure on demand
+EXP_STAGE = """
+import json, pathlib, yaml
+l2sp = yaml.safe_load(open("params.yaml"))["tapt"]["train"]["l2sp"]
+if l2sp < 0:
+    raise SystemExit("broken on purpose")
+files = {
+    "reports/tapt/t/base/metrics.json": {"base": {"perplexity": 100.0}, "adapted": {"perplexity": 40.0}, "train": {"steps": 7}},
+    "reports/finetune/sentiment/t/base-s13/metrics.json": {"task": "t", "variant": "base", "seed": 13, "dev": {"micro_f1": 0.5}, "test": {"micro_f1": 0.9}},
+    "reports/finetune/sentiment/t/base-tapt-s13/metrics.json": {"task": "t", "variant": "base-tapt", "seed": 13, "dev": {"micro_f1": 0.5 + l2sp}, "test": {"micro_f1": 0.9}},
+}
+for path, m in files.items():
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(path).write_text(json.dumps(m))
+"""
+
+
+@pytest.mark.slow  # a real DVC queue worker: ~30 s
+def test_exp_queue_rows(tmp_path: Path) -> None:
+    """What profiles/tapt-screen.sh does with DVC's queue, on a one-stage project: the committed
+    baseline and each queued experiment come back from `dvc exp show --json` under their names,
+    dev figures only; a failed experiment is left out."""
+    import os
+    import subprocess
+    import time
+
+    dvc = str(Path(PY).parent / "dvc")
+    # the queue's worker is spawned as `dvc ...`: found on PATH, as under `make`
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def sh(*cmd: str) -> str:
+        return subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout
+
+    sh("git", "init", "-q")
+    sh(dvc, "init", "-q")
+    (tmp_path / "stage.py").write_text(EXP_STAGE)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tapt": {"train": {"l2sp": 0.0}}}))
+    metrics = [
+        "reports/tapt/t/base/metrics.json",
+        "reports/finetune/sentiment/t/base-s13/metrics.json",
+        "reports/finetune/sentiment/t/base-tapt-s13/metrics.json",
+    ]
+    stage = {"cmd": f"{PY} stage.py", "deps": ["stage.py"], "params": ["tapt.train"], "metrics": metrics}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"screen": stage}}))
+    sh(dvc, "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "baseline")
+    sh(dvc, "exp", "run", "--queue", "-n", "strong", "-S", "tapt.train.l2sp=0.25")
+    sh(dvc, "exp", "run", "--queue", "-n", "broken", "-S", "tapt.train.l2sp=-1")
+    sh(dvc, "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 300
+    while re.search(r"\b(Queued|Running)\b", sh(dvc, "queue", "status")):
+        assert time.monotonic() < deadline, sh(dvc, "queue", "status")
+        time.sleep(2)
+    shown = json.loads(sh(dvc, "exp", "show", "--json"))
+    rows = gpu_screen.from_exp_show(shown, "profile")
+    by = {(r["variant"], r["stage"]): r["metrics"] for r in rows}
+    assert set(by) == {
+        (name, stage)
+        for name in ("profile", "strong")
+        for stage in ("tapt-sentiment@t-base", "finetune-sentiment@t-base-s13", "finetune-sentiment@t-base-tapt-s13")
+    }
+    assert by[("profile", "finetune-sentiment@t-base-tapt-s13")]["dev"]["micro_f1"] == 0.5
+    assert by[("strong", "finetune-sentiment@t-base-tapt-s13")]["dev"]["micro_f1"] == 0.75
+    assert "test" not in json.dumps(rows)
+    # the table: base once, each configuration against it
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = gpu_screen.table([results])
+    assert "| t (micro_f1) | strong | 1 | 0.7500 | 0.0000 | +0.2500 | 7 | 100 → 40 |" in table
+    assert "| t (micro_f1) | profile | 1 | 0.5000 | 0.0000 | +0.0000 | 7 | 100 → 40 |" in table
