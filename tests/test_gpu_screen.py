@@ -115,8 +115,10 @@ if l2sp < 0:
     raise SystemExit("broken on purpose")
 files = {
     "reports/tapt/t/base/metrics.json": {"base": {"perplexity": 100.0}, "adapted": {"perplexity": 40.0}, "train": {"steps": 7}},
-    "reports/finetune/sentiment/t/base-s13/metrics.json": {"task": "t", "variant": "base", "seed": 13, "dev": {"micro_f1": 0.5}, "test": {"micro_f1": 0.9}},
-    "reports/finetune/sentiment/t/base-tapt-s13/metrics.json": {"task": "t", "variant": "base-tapt", "seed": 13, "dev": {"micro_f1": 0.5 + l2sp}, "test": {"micro_f1": 0.9}},
+    "reports/finetune/sentiment/t/base-s13/metrics.json":
+        {"task": "t", "variant": "base", "seed": 13, "dev": {"micro_f1": 0.5}, "test": {"micro_f1": 0.9}},
+    "reports/finetune/sentiment/t/base-tapt-s13/metrics.json":
+        {"task": "t", "variant": "base-tapt", "seed": 13, "dev": {"micro_f1": 0.5 + l2sp}, "test": {"micro_f1": 0.9}},
 }
 for path, m in files.items():
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
