@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 
 FINPIPE_DATA ?= ../shared/data
 
-.PHONY: run test chromium real real-data real-pretrain bench bench-10m bench-pretrain bench-finetune lint clean \
+.PHONY: run test chromium real screen real-data real-pretrain bench bench-10m bench-pretrain bench-finetune lint clean \
 	prefect-server pool deploy worker deploy-run
 
 $(STAMP): pyproject.toml requirements.lock
@@ -49,6 +49,12 @@ chromium:
 ## default data/work/real-project)
 real: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" bash profiles/real-run.sh
+
+## make screen: dev-set screening of TAPT settings through DVC's experiment queue (profiles/tapt-screen.sh;
+## SCREEN_GRID, SCREEN_TASKS, SCREEN_SEEDS, SCREEN_JOBS, SCREEN_WORKSPACE: README)
+SCREEN_GRID ?= profiles/tapt-screen.grid
+screen: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" FINPIPE_DATA="$(FINPIPE_DATA)" SCREEN_GRID="$(SCREEN_GRID)" bash profiles/tapt-screen.sh
 
 ## make real-data: ingest + validate the real public data sets in ../shared/data (or FINPIPE_DATA)
 REAL_OUT ?= data/work/real
