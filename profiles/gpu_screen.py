@@ -300,18 +300,21 @@ def run(
 def from_exp_show(shown: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
     """results.jsonl rows (the shape `run` writes) from `dvc exp show --json`: the committed
     baseline's fine-tuning and TAPT metrics under the name `baseline`, each experiment's under
-    its own name, dev figures only. Experiments that failed, and the uncommitted workspace, are
-    left out (logged)."""
+    its own name, dev figures only. Experiments not finished (queued, running, failed) and the
+    uncommitted workspace are left out (logged)."""
     rows: list[dict[str, Any]] = []
     for commit in shown:
         if commit.get("rev") == "workspace" or commit.get("error"):
             continue
         entries = [(baseline, commit)]
         for exp in commit.get("experiments") or []:
+            # a queued or running experiment is listed with its baseline's figures; a failed one
+            # with whatever it left: only finished ones count (no executor once they are done)
+            state = (exp.get("executor") or {}).get("state")
             for rev in exp.get("revs") or []:
                 name = rev.get("name") or str(rev.get("rev", ""))[:7]
-                if rev.get("error") or not rev.get("data"):
-                    log.warning("experiment %s has no results: %s", name, rev.get("error"))
+                if state not in (None, "success") or rev.get("error") or not rev.get("data"):
+                    log.warning("experiment %s left out: %s", name, rev.get("error") or state)
                     continue
                 entries.append((name, rev))
         for name, entry in entries:

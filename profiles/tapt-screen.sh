@@ -74,7 +74,11 @@ if [ -n "$GRID" ]; then
   done <"$GRID"
   start=$(date +%s)
   dvc queue start -j "${SCREEN_JOBS:-1}"
-  while dvc queue status 2>/dev/null | grep -qE '\b(Queued|Running)\b'; do sleep 20; done
+  # (the status is read whole first: `grep -q` quits at the first match, and with pipefail the
+  # writer's broken pipe would end the loop early)
+  while status="$(dvc queue status 2>/dev/null)" && grep -qE '\b(Queued|Running)\b' <<<"$status"; do
+    sleep 20
+  done
   echo "screen: experiments done in $(( $(date +%s) - start )) s"
   dvc queue status
 fi
