@@ -180,3 +180,27 @@ def test_exp_queue_rows(tmp_path: Path) -> None:
     table = gpu_screen.table([results])
     assert "| t (micro_f1) | strong | 1 | 0.7500 | 0.0000 | +0.2500 | 7 | 100 → 40 |" in table
     assert "| t (micro_f1) | profile | 1 | 0.5000 | 0.0000 | +0.0000 | 7 | 100 → 40 |" in table
+
+
+def test_exp_show_unfinished_left_out() -> None:
+    """While the queue runs, `dvc exp show` lists queued and running experiments with their
+    baseline's figures: they must not enter the table as results of their own."""
+    data = {"metrics": {"reports/finetune/ner/t/base-tapt-s13/metrics.json": {"data": {"dev": {"micro_f1": 0.5}}}}}
+    shown = [
+        {"rev": "workspace", "data": data, "error": None, "experiments": None},
+        {
+            "rev": "a" * 40,
+            "data": data,
+            "error": None,
+            "experiments": [
+                {"executor": {"state": state}, "name": name, "revs": [{"rev": "b" * 40, "name": name, "data": data}]}
+                for name, state in (("queued", "queued"), ("running", "running"), ("failed", "failed"))
+            ]
+            + [{"executor": None, "name": "done", "revs": [{"rev": "c" * 40, "name": "done", "data": data}]}],
+        },
+    ]
+    rows = gpu_screen.from_exp_show(shown, "profile")
+    assert [(r["variant"], r["stage"]) for r in rows] == [
+        ("profile", "finetune-ner@t-base-tapt-s13"),
+        ("done", "finetune-ner@t-base-tapt-s13"),
+    ]
