@@ -374,13 +374,13 @@ def table(results: list[Path]) -> str:
             seeds = runs[(task, variant)]
             vals = [seeds[k] for k in sorted(seeds)]
             mean = statistics.mean(vals)
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            sd = f"{statistics.stdev(vals):.4f}" if len(vals) > 1 else "–"  # no spread from one seed
             diff = "" if variant == "base" or base is None else f"{mean - base:+.4f}"
             tp = tapt.get((task, variant))
             steps = str(tp["train"]["steps"]) if tp else ""
             ppl = f"{tp['base']['perplexity']:.0f} → {tp['adapted']['perplexity']:.0f}" if tp else ""
             metric = MAIN_METRIC.get(task, "micro_f1")
-            lines.append(f"| {task} ({metric}) | {variant} | {len(vals)} | {mean:.4f} | {sd:.4f} | {diff} | {steps} | {ppl} |")
+            lines.append(f"| {task} ({metric}) | {variant} | {len(vals)} | {mean:.4f} | {sd} | {diff} | {steps} | {ppl} |")
     return "\n".join(lines)
 
 

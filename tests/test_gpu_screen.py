@@ -178,8 +178,8 @@ def test_exp_queue_rows(tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = gpu_screen.table([results])
-    assert "| t (micro_f1) | strong | 1 | 0.7500 | 0.0000 | +0.2500 | 7 | 100 → 40 |" in table
-    assert "| t (micro_f1) | profile | 1 | 0.5000 | 0.0000 | +0.0000 | 7 | 100 → 40 |" in table
+    assert "| t (micro_f1) | strong | 1 | 0.7500 | – | +0.2500 | 7 | 100 → 40 |" in table
+    assert "| t (micro_f1) | profile | 1 | 0.5000 | – | +0.0000 | 7 | 100 → 40 |" in table
 
 
 def test_exp_show_unfinished_left_out() -> None:
