@@ -19,6 +19,7 @@
 #   SCREEN_JOBS       experiments run at once (default 1: on 2 cores two at a time gain nothing,
 #                     RESULTS.md "Concurrent stages")
 #   SCREEN_BASELINE   the baseline's name in the table (default profile)
+#   SCREEN_POLL_S     seconds between looks at the queue (default 20)
 #   FINPIPE_DATA      default ../shared/data
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -77,7 +78,7 @@ if [ -n "$GRID" ]; then
   # (the status is read whole first: `grep -q` quits at the first match, and with pipefail the
   # writer's broken pipe would end the loop early)
   while status="$(dvc queue status 2>/dev/null)" && grep -qE '\b(Queued|Running)\b' <<<"$status"; do
-    sleep 20
+    sleep "${SCREEN_POLL_S:-20}"
   done
   echo "screen: experiments done in $(( $(date +%s) - start )) s"
   dvc queue status
