@@ -4,6 +4,7 @@ fresh copies of a project, and what the measured stage times predict for a bigge
     python benchmarks/fanout.py run [--project DIR] [--concurrency 1 2] [--stages ...] [--set K=V ...]
         [--out fanout.json]
     python benchmarks/fanout.py estimate fanout.json [--workers 1 2 16] [--extra STAGE=SECONDS ...]
+        [--target STAGE ...]
 
 `run` copies the project (default: this repository, i.e. the embedded default; any prepared
 workspace such as profiles/real-run.sh's with REAL_SETUP_ONLY=1) once per concurrency, each copy
@@ -20,7 +21,8 @@ Each stage's time comes from the flow's own log ("<stage>: ran in S s"); they go
 worker count, the critical path (no cluster can beat it) and the makespan of a greedy list
 schedule (longest remaining path first), assuming every stage keeps its measured time on a
 worker of its own. --extra adds or replaces stage times measured elsewhere (e.g. the real
-profile's pretraining). Not a test: it asserts nothing.
+profile's pretraining); --target keeps only what `dvc repro TARGET` runs. Not a test: it asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -104,6 +106,22 @@ def graph(project: Path) -> dict[str, set[str]]:
         return {s.name: {d.name for d in g.successors(s)} for s in g.nodes}
 
 
+def upstream(deps: dict[str, set[str]], targets: list[str]) -> dict[str, set[str]]:
+    """The part of the graph `dvc repro TARGET...` runs: the targets and every stage above them
+    (a profile's unused stages, e.g. DAPT when no variant starts from it, drop out)."""
+    unknown = [t for t in targets if t not in deps]
+    if unknown:
+        raise SystemExit(f"estimate: no stage named {', '.join(unknown)} in the project's dvc.yaml")
+    keep: set[str] = set()
+    todo = list(targets)
+    while todo:
+        s = todo.pop()
+        if s not in keep:
+            keep.add(s)
+            todo.extend(deps[s])
+    return {s: deps[s] & keep for s in deps if s in keep}
+
+
 def schedule(durations: dict[str, float], deps: dict[str, set[str]], workers: int) -> tuple[float, float]:
     """(critical path, greedy list-schedule makespan) over the stages that have a duration."""
     stages = [s for s in deps if s in durations]
@@ -149,6 +167,7 @@ def main() -> None:
     e.add_argument("--project", type=Path, default=ROOT)
     e.add_argument("--workers", type=int, nargs="+", default=[1, 2, 16])
     e.add_argument("--extra", action="append", default=[], metavar="STAGE=SECONDS", help="STAGE may be a glob")
+    e.add_argument("--target", nargs="*", default=[], help="only these stages and those above them (as dvc repro TARGET)")
     args = ap.parse_args()
 
     if args.cmd == "run":
@@ -173,6 +192,8 @@ def main() -> None:
     # the sequential run's stage times: each stage alone with all cores, as on a worker of its own
     durations = dict(data["runs"][0]["stage_s"])
     deps = graph(args.project.resolve())
+    if args.target:
+        deps = upstream(deps, args.target)
     for item in args.extra:  # STAGE=SECONDS, STAGE may be a glob: 'finetune-ner@fin5-*=150'
         pattern, _, seconds = item.partition("=")
         for name in fnmatch.filter(deps, pattern) or [pattern]:

@@ -1,0 +1,49 @@
+"""The cluster estimate behind README's "16 workers" figure (benchmarks/fanout.py estimate): the
+critical path and greedy list schedule over a stage graph, and the restriction of the graph to
+what `dvc repro TARGET` runs. Pure functions on hand-made graphs; no DVC, no timing."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("fanout_bench", REPO / "benchmarks" / "fanout.py")
+fanout_bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fanout_bench)
+
+# stage -> the stages it depends on: a -> (b, c) -> d, and e hanging off a, used by nothing below
+GRAPH = {"a": set(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}, "e": {"a"}}
+TIMES = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 1.0, "e": 4.0}
+
+
+def test_one_worker_runs_everything_one_after_another():
+    critical, makespan = fanout_bench.schedule(TIMES, GRAPH, 1)
+    assert critical == 5.0  # a, e
+    assert makespan == sum(TIMES.values())
+
+
+def test_enough_workers_reach_the_critical_path():
+    critical, makespan = fanout_bench.schedule(TIMES, GRAPH, 3)
+    assert (critical, makespan) == (5.0, 5.0)
+
+
+def test_two_workers_overlap_the_branches():
+    # longest remaining path first: e (4) and b (3+1) start at 1, c after b, d after c: 1+3+2+1
+    critical, makespan = fanout_bench.schedule(TIMES, GRAPH, 2)
+    assert critical == 5.0
+    assert makespan == 7.0
+
+
+def test_target_keeps_the_stages_above_it_only():
+    sub = fanout_bench.upstream(GRAPH, ["d"])
+    assert sub == {"a": set(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
+    critical, makespan = fanout_bench.schedule(TIMES, sub, 1)
+    assert (critical, makespan) == (5.0, 7.0)  # e's 4 s no longer counted
+
+
+def test_unknown_target_is_named():
+    with pytest.raises(SystemExit, match="no stage named evalute"):
+        fanout_bench.upstream(GRAPH, ["evalute"])
