@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 _RAN = re.compile(r"Finished in state Completed\('([^']+): (?:ran|restored from the run-cache) in ([\d.]+) s'\)")
@@ -87,6 +89,7 @@ def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str],
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     stage_s = {m.group(1): float(m.group(2)) for m in _RAN.finditer(log)}
     return {
+        "train_steps": train_steps(ws),
         "concurrency": concurrency,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
@@ -95,6 +98,29 @@ def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str],
         "load_before": [round(x, 2) for x in load],
         "stage_s": stage_s,
     }
+
+
+def train_steps(ws: Path) -> dict[str, int]:
+    """stage -> optimizer steps it trained, from the metrics files dvc.lock lists as its outputs.
+    Early stopping decides the steps, and a different thread count changes float rounding, so
+    two copies can do different amounts of work: compare these before comparing times."""
+
+    lock = ws / "dvc.lock"
+    steps: dict[str, int] = {}
+    if not lock.is_file():
+        return steps
+    for stage, entry in (yaml.safe_load(lock.read_text()).get("stages") or {}).items():
+        for out in entry.get("outs", []):
+            path = ws / out["path"]
+            if path.suffix != ".json" or not path.is_file():
+                continue
+            try:
+                train = json.loads(path.read_text()).get("train")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(train, dict) and isinstance(train.get("steps"), int):
+                steps[stage] = train["steps"]
+    return steps
 
 
 def graph(project: Path) -> dict[str, set[str]]:
@@ -182,8 +208,13 @@ def main() -> None:
         base = results[0]["wall_s"]
         for res in results[1:]:
             print(f"concurrency {res['concurrency']} vs {results[0]['concurrency']}: {base / res['wall_s']:.2f}x wall")
+            differ = {
+                s: (n, res["train_steps"].get(s)) for s, n in results[0]["train_steps"].items() if res["train_steps"].get(s) != n
+            }
+            same = "the same training steps" if not differ else f"different training steps (stage: c1, cN) {differ}"
+            print(f"  {len(results[0]['train_steps'])} training stages, {same}")
         args.out.write_text(json.dumps({"cores": _cores(), "load_after": os.getloadavg(), "runs": results}, indent=1))
-        print(json.dumps([{k: v for k, v in r.items() if k != "stage_s"} for r in results]))
+        print(json.dumps([{k: v for k, v in r.items() if k not in ("stage_s", "train_steps")} for r in results]))
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
         return

@@ -47,3 +47,25 @@ def test_target_keeps_the_stages_above_it_only():
 def test_unknown_target_is_named():
     with pytest.raises(SystemExit, match="no stage named evalute"):
         fanout_bench.upstream(GRAPH, ["evalute"])
+
+
+def test_train_steps_come_from_the_metrics_dvc_lock_lists(tmp_path):
+    # the benchmark's check that two copies did the same work: early stopping decides the steps
+    (tmp_path / "r" / "a").mkdir(parents=True)
+    (tmp_path / "r" / "a" / "metrics.json").write_text('{"train": {"steps": 640, "best_step": 400}}')
+    (tmp_path / "r" / "b.json").write_text('{"dev": {"f1": 0.5}}')  # no training: not listed
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\n"
+        "stages:\n"
+        "  finetune@a:\n"
+        "    cmd: x\n"
+        "    outs:\n"
+        "    - path: r/a/metrics.json\n"
+        "    - path: models/a\n"
+        "  evaluate:\n"
+        "    cmd: y\n"
+        "    outs:\n"
+        "    - path: r/b.json\n"
+    )
+    assert fanout_bench.train_steps(tmp_path) == {"finetune@a": 640}
+    assert fanout_bench.train_steps(tmp_path / "nowhere") == {}
