@@ -104,7 +104,6 @@ def train_steps(ws: Path) -> dict[str, int]:
     """stage -> optimizer steps it trained, from the metrics files dvc.lock lists as its outputs.
     Early stopping decides the steps, and a different thread count changes float rounding, so
     two copies can do different amounts of work: compare these before comparing times."""
-
     lock = ws / "dvc.lock"
     steps: dict[str, int] = {}
     if not lock.is_file():
