@@ -2,7 +2,7 @@
 fresh copies of a project, and what the measured stage times predict for a bigger cluster.
 
     python benchmarks/fanout.py run [--project DIR] [--concurrency 1 2] [--stages ...] [--set K=V ...]
-        [--out fanout.json]
+        [--seed STAGE ...] [--out fanout.json]
     python benchmarks/fanout.py estimate fanout.json [--workers 1 2 16] [--extra STAGE=SECONDS ...]
         [--target STAGE ...]
 
@@ -16,6 +16,10 @@ children) and CPU use = CPU seconds / (wall x cores). Concurrency 1 is the seque
 replay), so the ratio includes the fan-out's own costs. The copies run one after another, in the
 order given, on the same machine: compare them as ratios, and note the machine's other load.
 Each stage's time comes from the flow's own log ("<stage>: ran in S s"); they go into --out.
+--seed STAGE... (globs) gives every copy the project's own results of those stages instead:
+their dvc.lock entries, and their outputs pulled from the project's DVC cache into the copy's
+cache, so that only the stages after them are timed (e.g. the fine-tuning runs after TAPT). The
+run stops if a seeded stage ran again in a copy.
 
 `estimate` takes those stage times and the stage graph (dvc.yaml of --project) and prints, per
 worker count, the critical path (no cluster can beat it) and the makespan of a greedy list
@@ -69,8 +73,36 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str], scratch: Path) -> dict:
+def _dvc(ws: Path, *args: str) -> str:
+    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=ws, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"dvc {' '.join(args)} failed in {ws}: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+def seed(project: Path, ws: Path, patterns: list[str]) -> list[str]:
+    """Give the copy `ws` the project's results of the stages matching `patterns`: their dvc.lock
+    entries, and their outputs pulled from the project's cache (a local remote of the copy) into
+    the copy's own cache. Returns the seeded stage names; they must be up to date in the copy."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text()) if (project / "dvc.lock").is_file() else {}
+    entries = {n: e for n, e in (lock.get("stages") or {}).items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+    if not entries:
+        raise SystemExit(f"--seed {' '.join(patterns)}: no such stage in {project / 'dvc.lock'}")
+    (ws / "dvc.lock").write_text(yaml.safe_dump({**lock, "stages": entries}, sort_keys=False))
+    cache = _dvc(project, "cache", "dir").strip()
+    _dvc(ws, "remote", "add", "--local", "seed", str(project / cache) if not os.path.isabs(cache) else cache)
+    _dvc(ws, "pull", "-q", "-r", "seed", *entries)
+    status = _dvc(ws, "status", *entries)
+    if "up to date" not in status:
+        raise SystemExit(f"seeded stages are not up to date in the copy {ws}:\n{status}")
+    subprocess.run(["git", "add", "dvc.lock"], cwd=ws, check=True)
+    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@localhost", "commit", "-qm", "seed"], cwd=ws, check=True)
+    return list(entries)
+
+
+def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str], scratch: Path, seeds: list[str]) -> dict:
     ws = _copy_project(project, scratch / f"c{concurrency}")
+    seeded = seed(project, ws, seeds) if seeds else []
     cmd = [str(BIN / "finpipe"), "flow", "--project-dir", str(ws), "--concurrency", str(concurrency), "--retries", "0"]
     cmd += [a for s in sets for a in ("--set", s)]
     if stages:
@@ -88,6 +120,9 @@ def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str],
         raise SystemExit(f"finpipe flow --concurrency {concurrency} failed; log: {scratch / f'flow-c{concurrency}.log'}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     stage_s = {m.group(1): float(m.group(2)) for m in _RAN.finditer(log)}
+    again = sorted(set(seeded) & set(stage_s))
+    if again:  # the timing would include them: the copy did not take the project's results
+        raise SystemExit(f"seeded stage(s) ran again with concurrency {concurrency}: {', '.join(again)}")
     return {
         "train_steps": train_steps(ws),
         "concurrency": concurrency,
@@ -95,6 +130,7 @@ def run_one(project: Path, concurrency: int, stages: list[str], sets: list[str],
         "cpu_s": round(cpu, 1),
         "cpu_use": round(cpu / (wall * _cores()), 3),
         "stages_run": len(stage_s),
+        "seeded": seeded,
         "load_before": [round(x, 2) for x in load],
         "stage_s": stage_s,
     }
@@ -187,6 +223,7 @@ def main() -> None:
     r.add_argument("--set", action="append", default=[], dest="sets")
     r.add_argument("--out", type=Path, default=Path("fanout.json"))
     r.add_argument("--keep", action="store_true", help="keep the copies (in the printed scratch folder)")
+    r.add_argument("--seed", nargs="*", default=[], help="stages (globs) whose results come from the project, not timed")
     e = sub.add_parser("estimate")
     e.add_argument("results", type=Path)
     e.add_argument("--project", type=Path, default=ROOT)
@@ -200,7 +237,7 @@ def main() -> None:
         print(f"machine: {_cores()} cores; load average before: {os.getloadavg()}; scratch {scratch}")
         results = []
         for c in args.concurrency:
-            res = run_one(args.project.resolve(), c, args.stages, args.sets, scratch)
+            res = run_one(args.project.resolve(), c, args.stages, args.sets, scratch, args.seed)
             results.append(res)
             cpu = f"CPU {res['cpu_s']} s, CPU use {res['cpu_use']:.0%}"
             print(f"concurrency {c}: wall {res['wall_s']} s, {cpu}, {res['stages_run']} stages")
@@ -213,7 +250,7 @@ def main() -> None:
             same = "the same training steps" if not differ else f"different training steps (stage: c1, cN) {differ}"
             print(f"  {len(results[0]['train_steps'])} training stages, {same}")
         args.out.write_text(json.dumps({"cores": _cores(), "load_after": os.getloadavg(), "runs": results}, indent=1))
-        print(json.dumps([{k: v for k, v in r.items() if k not in ("stage_s", "train_steps")} for r in results]))
+        print(json.dumps([{k: v for k, v in r.items() if k not in ("stage_s", "train_steps", "seeded")} for r in results]))
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
         return

@@ -59,9 +59,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from finpipe.config import load_params
+    from finpipe.threads import apply_threads
     from tasks import pretrain
 
     params = load_params(args.params)
+    apply_threads(params.runtime.threads)
     pretrain.run(
         params.pretrain,
         Path(args.corpus),
@@ -87,9 +89,11 @@ def _cmd_tapt(args: argparse.Namespace) -> int:
     from finpipe.config import load_params
     from finpipe.errors import UserError
     from finpipe.pretrain.adapt import Outputs
+    from finpipe.threads import apply_threads
     from tasks import tapt
 
     params = load_params(args.params)
+    apply_threads(params.runtime.threads)
     tasks = params.finetune.sentiment.tasks if args.kind == "sentiment" else params.finetune.ner.tasks
     if args.task not in tasks:
         raise UserError(f"--task {args.task!r}: not a task in finetune.{args.kind}.tasks (have: {sorted(tasks)})")
@@ -105,12 +109,14 @@ def _cmd_tapt(args: argparse.Namespace) -> int:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from finpipe.config import load_params
+    from finpipe.threads import apply_threads
 
     if args.kind == "sentiment":
         from tasks import finetune_sentiment as stage
     else:
         from tasks import finetune_ner as stage
     params = load_params(args.params)
+    apply_threads(params.runtime.threads)
     stage.run(
         params.finetune,
         args.task,
@@ -218,7 +224,6 @@ def _cmd_flow(args: argparse.Namespace) -> int:
         project_dir=args.project_dir,
         concurrency=args.concurrency,
         dask_address=args.dask_address,
-        threads_per_stage=args.threads_per_stage,
         return_state=True,
     )
     if state.is_failed():
@@ -236,7 +241,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "retries": args.retries,
         "concurrency": args.concurrency,
         "dask_address": args.dask_address,
-        "threads_per_stage": args.threads_per_stage,
     }
     if args.set:
         params["overrides"] = _overrides(args.set)
@@ -401,12 +405,7 @@ def _add_concurrency(p: argparse.ArgumentParser) -> None:
         help="stages at a time on a local Dask cluster, each in its own workspace sharing the DVC cache (1: one by one)",
     )
     p.add_argument("--dask-address", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786, instead of a local cluster")
-    p.add_argument(
-        "--threads-per-stage",
-        type=_positive_int,
-        default=None,
-        help="torch/OpenMP threads per concurrent stage (default: cores / concurrency)",
-    )
+    # no threads option: each stage's threads are the param runtime.threads (they change the models)
 
 
 def _positive_int(text: str) -> int:

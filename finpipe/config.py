@@ -499,6 +499,15 @@ class Evaluate:
 
 
 @dataclass(config=_STRICT)
+class Runtime:
+    # torch's intra-op threads in every training stage. Recorded (a declared param of those
+    # stages) because it changes results: float sums run in another order, early stopping sees
+    # other dev scores (FiNER-ORD: 640 steps on 2 threads, 996 on 1). An explicit number, not
+    # "all cores", so a run on another machine, or a fan-out, trains the same models.
+    threads: int = Field(default=2, ge=1)
+
+
+@dataclass(config=_STRICT)
 class Params:
     """The whole params.yaml. Later stages add their sections here."""
 
@@ -509,6 +518,7 @@ class Params:
     tapt: Tapt = Tapt()
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()
+    runtime: Runtime = Runtime()
 
     @property
     def variants(self) -> list[str]:

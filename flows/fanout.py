@@ -124,9 +124,9 @@ def worker_slot() -> int | None:
 
 
 def stage_env(workspace: Path, threads: int | None, gpus: list[str], slot: int | None) -> dict[str, str]:
-    """The stage's environment: the workspace's own code first on the import path; torch
-    threads set so that N concurrent stages do not oversubscribe the cores (Dask's nanny sets
-    them to 1 in every worker: overridden); one GPU per worker slot."""
+    """The stage's environment: the workspace's own code first on the import path; OpenMP/BLAS
+    threads = runtime.threads for every library in the stage (Dask's nanny sets them to 1 in
+    every worker: overridden; torch takes the param itself); one GPU per worker slot."""
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join([str(workspace), *filter(None, [env.get("PYTHONPATH")])])
     if threads:
@@ -239,13 +239,22 @@ def dvc_order(root: Path, names: list[str]) -> list[str]:
     return [n for n in order if n in wanted]
 
 
-def stage_threads(concurrency: int, explicit: int | None = None) -> int:
-    """Threads per concurrent stage: `explicit`, else OMP_NUM_THREADS as the user set it for the
-    flow, else this machine's cores divided by the concurrency (at least 1)."""
-    if explicit:
-        return explicit
-    user = os.environ.get("OMP_NUM_THREADS", "")
-    if user.isdigit() and int(user) > 0:
-        return int(user)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, concurrency))
+def stage_threads(root: Path) -> int:
+    """Threads per stage: the project's runtime.threads (every training stage applies it
+    itself, so the fan-out trains exactly what a sequential run trains)."""
+    from finpipe.config import load_params
+
+    return load_params(root / "params.yaml", root=root, check_paths=False).runtime.threads
+
+
+def oversubscription(concurrency: int, threads: int, cores: int) -> str | None:
+    """A warning when `concurrency` stages of `threads` threads each need more than `cores`."""
+    if concurrency * threads <= cores:
+        return None
+    fit = max(1, cores // concurrency)
+    return (
+        f"{concurrency} concurrent stages x {threads} threads (runtime.threads) on {cores} cores: the stages share "
+        f"cores and slow each other down. Their results are the same as a sequential run's. To avoid the sharing, "
+        f"lower --concurrency to {max(1, cores // threads)}, or set runtime.threads to {fit} (this retrains every "
+        f"training stage, and {fit} threads give other models than {threads})"
+    )

@@ -30,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from finpipe.atomic import atomic_path
+from finpipe.threads import usable_cores
 from flows.dvc_stage import _env, dvc_bin, run_stage
 
 
@@ -162,7 +163,6 @@ def pipeline(
     record: bool = True,
     concurrency: int = 1,
     dask_address: str | None = None,
-    threads_per_stage: int | None = None,
 ) -> dict[str, str]:
     """Run the DVC pipeline stage by stage.
 
@@ -176,8 +176,7 @@ def pipeline(
     concurrency: stages at a time (a local Dask cluster of that many worker processes); 1 runs
         them one after another in this workspace
     dask_address: a running Dask scheduler (tcp://host:8786) instead of a local cluster
-    threads_per_stage: torch/OpenMP threads of each stage (default: OMP_NUM_THREADS if set,
-        else this machine's cores divided by concurrency)
+    (each stage's torch threads are the param runtime.threads, concurrent or not)
     """
     from prefect.runtime import flow_run
 
@@ -193,7 +192,7 @@ def pipeline(
         delays = [retry_delay_seconds * 2**i for i in range(max(retries, 1))]
         stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delays)
         if concurrency > 1 or dask_address:
-            _fan_out(root, plan, stale, force, retries, delays, concurrency, dask_address, threads_per_stage, outcome)
+            _fan_out(root, plan, stale, force, retries, delays, concurrency, dask_address, outcome)
         for stage in [] if concurrency > 1 or dask_address else plan:
             # DVC's own verdict, taken once up front, holds until an upstream stage reruns
             known_fresh = (
@@ -232,7 +231,6 @@ def _fan_out(
     delays: list[float],
     concurrency: int,
     dask_address: str | None,
-    threads_per_stage: int | None,
     outcome: dict[str, str],
 ) -> None:
     """Every stage as soon as its upstream stages are done, on a Dask cluster, each in its own
@@ -253,7 +251,10 @@ def _fan_out(
     files = fanout.project_files(root)
     cache = str(fanout.cache_dir(root))
     workdir = str(root / ".dvc" / "tmp" / "fanout")
-    threads = fanout.stage_threads(concurrency, threads_per_stage)
+    threads = fanout.stage_threads(root)
+    crowded = None if dask_address else fanout.oversubscription(concurrency, threads, usable_cores())
+    if crowded:
+        logger.warning(crowded)
     gpus = fanout.visible_gpus()
     if dask_address:
         runner = DaskTaskRunner(address=dask_address)

@@ -195,6 +195,9 @@ def run(
         else:
             shutil.copy2(base_weights, ws / "models/base/model.safetensors")
         params = yaml.safe_load((ws / "params.yaml").read_text())
+        # one CPU thread per job, as OMP_NUM_THREADS above: many jobs share the GPU box's cores
+        # (the stages take their torch threads from this param, not from the environment)
+        params.setdefault("runtime", {})["threads"] = 1
         for key, value in overrides.items():
             _set(params, key, value)
         (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -80,19 +80,24 @@ def _runs(state) -> list:
     return asyncio.run(_task_runs(state.state_details.flow_run_id))
 
 
+# threads per stage (runtime.threads) in these workspaces: 2 stages x 1 thread fit CI's 2 cores
+THREADS = 1
+
+
 @pytest.fixture(scope="module")
 def sequential_lock(tmp_path_factory) -> tuple[dict, list[str]]:
-    """The reference: plain `dvc repro`, one thread per stage as in the concurrent run (thread
-    counts change float summation order, hence model bytes)."""
-    ws = tiny_workspace(tmp_path_factory.mktemp("seq") / "repo")
-    _dvc(ws, "repro", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    """The reference: plain `dvc repro` in an environment that asks for another thread count
+    than runtime.threads (thread counts change float summation order, hence model bytes): the
+    stages must take the param, so that the fan-out, with its own thread settings, matches."""
+    ws = tiny_workspace(tmp_path_factory.mktemp("seq") / "repo", threads=THREADS)
+    _dvc(ws, "repro", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     return _lock_view(ws)
 
 
 @pytest.fixture(scope="module")
 def fanned(tmp_path_factory, harness):  # noqa: F811
-    ws = tiny_workspace(tmp_path_factory.mktemp("fan") / "repo")
-    state = _flow(ws, concurrency=2, threads_per_stage=1)
+    ws = tiny_workspace(tmp_path_factory.mktemp("fan") / "repo", threads=THREADS)
+    state = _flow(ws, concurrency=2)
     return ws, state
 
 
@@ -114,7 +119,7 @@ def test_two_concurrent_stages_write_the_sequential_dvc_lock(fanned, sequential_
 
 def test_a_second_run_skips_every_stage(fanned):
     ws, _ = fanned
-    again = _flow(ws, concurrency=2, threads_per_stage=1)
+    again = _flow(ws, concurrency=2)
     assert again.result() == dict.fromkeys(STAGES, "skipped")
 
 
@@ -135,7 +140,7 @@ def test_a_failed_branch_keeps_the_others_and_the_next_run_resumes(fanned, tmp_p
     marker = tmp_path / "fixed"
     _set_cmd(ws, "base-model", lambda cmd: f"test -f {marker} && {cmd}")
     _set_cmd(ws, "pretrain", lambda cmd: f"{cmd} && true")
-    state = _flow(ws, concurrency=2, threads_per_stage=1, retries=0)
+    state = _flow(ws, concurrency=2, retries=0)
     assert state.is_failed()
     assert "base-model" in state.message
     lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
@@ -143,7 +148,7 @@ def test_a_failed_branch_keeps_the_others_and_the_next_run_resumes(fanned, tmp_p
     assert "test -f" not in lock["base-model"]["cmd"]  # the failed stage kept its old entry
     # the next run recomputes only what is missing: base-model; pretrain comes from dvc.lock
     marker.touch()
-    resumed = _flow(ws, concurrency=2, threads_per_stage=1)
+    resumed = _flow(ws, concurrency=2)
     assert resumed.is_completed(), resumed.message
     result = resumed.result()
     assert result["base-model"] == "ran" and result["pretrain"] == "skipped"
@@ -183,7 +188,7 @@ def test_a_killed_worker_is_rescheduled_and_the_pipeline_completes(fanned):
             ctx = contextvars.copy_context()
             runner = threading.Thread(
                 target=ctx.run,
-                args=(lambda: result.update(state=_flow(ws, dask_address=cluster.scheduler_address, threads_per_stage=1)),),
+                args=(lambda: result.update(state=_flow(ws, dask_address=cluster.scheduler_address)),),
             )
             runner.start()
             deadline = time.time() + 600

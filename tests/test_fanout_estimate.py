@@ -69,3 +69,44 @@ def test_train_steps_come_from_the_metrics_dvc_lock_lists(tmp_path):
     )
     assert fanout_bench.train_steps(tmp_path) == {"finetune@a": 640}
     assert fanout_bench.train_steps(tmp_path / "nowhere") == {}
+
+
+def _project(path: Path) -> Path:
+    """A two-stage DVC project, a -> b, in a git repo of its own, with `a` run."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+    path.mkdir()
+    (path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  a:\n    cmd: echo one > a.txt\n    outs: [a.txt]\n"
+        "  b:\n    cmd: cat a.txt > b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n"
+    )
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
+        subprocess.run(cmd, cwd=path, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "p"], cwd=path, check=True)
+    subprocess.run([dvc, "repro", "-q", "a"], cwd=path, check=True, env=env)
+    return path
+
+
+def test_seed_gives_the_copy_the_projects_results_and_nothing_else(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    project = _project(tmp_path / "project")
+    copy = fanout_bench._copy_project(project, tmp_path / "copy")
+    assert not (copy / "a.txt").exists() and not (copy / "dvc.lock").exists()
+    assert fanout_bench.seed(project, copy, ["a"]) == ["a"]
+    assert (copy / "a.txt").read_text() == "one\n"  # pulled into the copy's own cache and checked out
+    assert (copy / ".dvc" / "cache").is_dir()
+    dvc = str(Path(sys.executable).parent / "dvc")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    status = subprocess.run([dvc, "status"], cwd=copy, capture_output=True, text=True, env=env).stdout
+    assert "b:" in status and "a:" not in status  # a is done, b still to run
+    with pytest.raises(SystemExit, match="no such stage"):
+        fanout_bench.seed(project, fanout_bench._copy_project(project, tmp_path / "copy2"), ["nope*"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from configobj import ConfigObj
 
 from flows import fanout
@@ -97,14 +98,24 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     assert fanout.visible_gpus() == []
 
 
-def test_stage_threads_split_the_cores_unless_told(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    cores = len(os.sched_getaffinity(0))
-    assert fanout.stage_threads(1) == cores
-    assert fanout.stage_threads(cores * 4) == 1
-    assert fanout.stage_threads(2, explicit=5) == 5
-    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting for the flow
-    assert fanout.stage_threads(2) == 7
+def test_stage_threads_are_the_projects_runtime_threads(tmp_path, monkeypatch):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["runtime"] = {"threads": 5}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the environment does not decide: the param does
+    assert fanout.stage_threads(tmp_path) == 5
+    del params["runtime"]  # a profile without the section: the default
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert fanout.stage_threads(tmp_path) == 2
+
+
+def test_oversubscription_is_named_with_both_ways_out():
+    assert fanout.oversubscription(2, 1, 2) is None
+    assert fanout.oversubscription(4, 4, 16) is None
+    said = fanout.oversubscription(2, 2, 2)
+    assert said is not None
+    assert "2 concurrent stages x 2 threads (runtime.threads) on 2 cores" in said
+    assert "--concurrency to 1" in said and "runtime.threads to 1" in said
 
 
 def test_dvc_order_is_dvc_repro_order(tmp_path):

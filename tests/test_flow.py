@@ -41,11 +41,13 @@ STAGES = sorted(
 )
 
 
-def tiny_workspace(dst: Path) -> Path:
+def tiny_workspace(dst: Path, threads: int | None = None) -> Path:
     ws = copy_repo(dst)
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["pretrain"] = TINY_PRETRAIN
     params["finetune"] = tiny_finetune()
+    if threads is not None:
+        params["runtime"] = {"threads": threads}
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     import subprocess
 
