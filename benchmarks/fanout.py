@@ -167,19 +167,16 @@ def graph(project: Path) -> dict[str, set[str]]:
         return {s.name: {d.name for d in g.successors(s)} for s in g.nodes}
 
 
-def upstream(deps: dict[str, set[str]], targets: list[str]) -> dict[str, set[str]]:
-    """The part of the graph `dvc repro TARGET...` runs: the targets and every stage above them
-    (a profile's unused stages, e.g. DAPT when no variant starts from it, drop out)."""
-    unknown = [t for t in targets if t not in deps]
-    if unknown:
-        raise SystemExit(f"estimate: no stage named {', '.join(unknown)} in the project's dvc.yaml")
-    keep: set[str] = set()
-    todo = list(targets)
-    while todo:
-        s = todo.pop()
-        if s not in keep:
-            keep.add(s)
-            todo.extend(deps[s])
+def restrict(project: Path, deps: dict[str, set[str]], targets: list[str]) -> dict[str, set[str]]:
+    """The part of the graph `dvc repro TARGET...` runs: the targets (stage names or foreach
+    groups) and every stage above them, as the flow's own `stage_plan` selects them (a profile's
+    unused stages, e.g. DAPT when no variant starts from it, drop out)."""
+    from flows.pipeline import stage_plan
+
+    try:
+        keep = {planned.name for planned in stage_plan(project, targets)}
+    except ValueError as err:  # an unknown target, named with the stages there are
+        raise SystemExit(f"estimate: {err}") from None
     return {s: deps[s] & keep for s in deps if s in keep}
 
 
@@ -260,7 +257,7 @@ def main() -> None:
     durations = dict(data["runs"][0]["stage_s"])
     deps = graph(args.project.resolve())
     if args.target:
-        deps = upstream(deps, args.target)
+        deps = restrict(args.project.resolve(), deps, args.target)
     for item in args.extra:  # STAGE=SECONDS, STAGE may be a glob: 'finetune-ner@fin5-*=150'
         pattern, _, seconds = item.partition("=")
         for name in fnmatch.filter(deps, pattern) or [pattern]:

@@ -503,7 +503,8 @@ class Runtime:
     # torch's intra-op threads in every training stage. Recorded (a declared param of those
     # stages) because it changes results: float sums run in another order, early stopping sees
     # other dev scores (FiNER-ORD: 640 steps on 2 threads, 996 on 1). An explicit number, not
-    # "all cores", so a run on another machine, or a fan-out, trains the same models.
+    # "all cores", so a fan-out trains the sequential run's models, and a machine with other
+    # cores (same CPU kind and libraries) does too.
     threads: int = Field(default=2, ge=1)
 
 

@@ -3,8 +3,8 @@
 Why a param and not "all cores": the thread count decides how float sums are split, so it
 changes the trained model (and, through early stopping, how long it trains). Declared in
 dvc.yaml by every training stage, it is recorded in dvc.lock and the run-cache like any other
-input, and a sequential `dvc repro`, a fan-out (`finpipe flow --concurrency N`) and a rerun on
-another machine train the same models.
+input, and a sequential `dvc repro` and a fan-out (`finpipe flow --concurrency N`) train the same
+models; so does a machine with another number of cores, given the same CPU kind and libraries.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The cluster estimate behind README's "16 workers" figure (benchmarks/fanout.py estimate): the
 critical path and greedy list schedule over a stage graph, and the restriction of the graph to
-what `dvc repro TARGET` runs. Pure functions on hand-made graphs; no DVC, no timing."""
+what `dvc repro TARGET` runs (on a small DVC project), and the seeding of benchmark copies with
+a project's results. No timing."""
 
 from __future__ import annotations
 
@@ -37,16 +38,17 @@ def test_two_workers_overlap_the_branches():
     assert makespan == 7.0
 
 
-def test_target_keeps_the_stages_above_it_only():
-    sub = fanout_bench.upstream(GRAPH, ["d"])
-    assert sub == {"a": set(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
-    critical, makespan = fanout_bench.schedule(TIMES, sub, 1)
-    assert (critical, makespan) == (5.0, 7.0)  # e's 4 s no longer counted
-
-
-def test_unknown_target_is_named():
-    with pytest.raises(SystemExit, match="no stage named evalute"):
-        fanout_bench.upstream(GRAPH, ["evalute"])
+def test_target_keeps_the_stages_above_it_only(tmp_path):
+    # the project's graph: a -> b, and c on its own; `dvc repro b` runs a and b
+    project = _project(tmp_path / "p", extra="  c:\n    cmd: echo three > c.txt\n    outs: [c.txt]\n")
+    deps = fanout_bench.graph(project)
+    assert deps == {"a": set(), "b": {"a"}, "c": set()}
+    sub = fanout_bench.restrict(project, deps, ["b"])
+    assert sub == {"a": set(), "b": {"a"}}
+    critical, makespan = fanout_bench.schedule({"a": 1.0, "b": 3.0, "c": 4.0}, sub, 1)
+    assert (critical, makespan) == (4.0, 4.0)  # c's 4 s no longer counted
+    with pytest.raises(SystemExit, match="unknown stage.*'evalute'"):
+        fanout_bench.restrict(project, deps, ["evalute"])
 
 
 def test_train_steps_come_from_the_metrics_dvc_lock_lists(tmp_path):
@@ -71,8 +73,8 @@ def test_train_steps_come_from_the_metrics_dvc_lock_lists(tmp_path):
     assert fanout_bench.train_steps(tmp_path / "nowhere") == {}
 
 
-def _project(path: Path) -> Path:
-    """A two-stage DVC project, a -> b, in a git repo of its own, with `a` run."""
+def _project(path: Path, extra: str = "") -> Path:
+    """A two-stage DVC project, a -> b (and `extra` stages), in a git repo of its own, with `a` run."""
     import os
     import subprocess
     import sys
@@ -83,7 +85,7 @@ def _project(path: Path) -> Path:
     (path / "dvc.yaml").write_text(
         "stages:\n"
         "  a:\n    cmd: echo one > a.txt\n    outs: [a.txt]\n"
-        "  b:\n    cmd: cat a.txt > b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n"
+        "  b:\n    cmd: cat a.txt > b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n" + extra
     )
     for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
         subprocess.run(cmd, cwd=path, check=True, env=env)

@@ -44,7 +44,10 @@ def _params(tmp_path: Path, threads: int) -> Path:
 
 
 COMMANDS = {
-    "pretrain": ("tasks.pretrain", ["--corpus", "c", "--output", "o", "--metrics", "m", "--live", "l", "--checkpoints", "k", "--cache", "x"]),
+    "pretrain": (
+        "tasks.pretrain",
+        ["--corpus", "c", "--output", "o", "--metrics", "m", "--live", "l", "--checkpoints", "k", "--cache", "x"],
+    ),
     "tapt-sentiment": (
         "tasks.tapt",
         ["--task", "headlines", "--model", "m", "--data", "d", "--output", "o", "--metrics", "m", "--live", "l"]
