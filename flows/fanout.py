@@ -248,13 +248,16 @@ def stage_threads(root: Path) -> int:
 
 
 def oversubscription(concurrency: int, threads: int, cores: int) -> str | None:
-    """A warning when `concurrency` stages of `threads` threads each need more than `cores`."""
+    """Why `concurrency` stages of `threads` threads each do not fit `cores`, or None.
+
+    Refused rather than warned about: OpenMP threads that share cores wait on each other, and
+    two 2-thread stages on 2 cores ran about 10x slower each (RESULTS.md, "Concurrent stages")."""
     if concurrency * threads <= cores:
         return None
     fit = max(1, cores // concurrency)
     return (
-        f"{concurrency} concurrent stages x {threads} threads (runtime.threads) on {cores} cores: the stages share "
-        f"cores and slow each other down. Their results are the same as a sequential run's. To avoid the sharing, "
-        f"lower --concurrency to {max(1, cores // threads)}, or set runtime.threads to {fit} (this retrains every "
-        f"training stage, and {fit} threads give other models than {threads})"
+        f"{concurrency} concurrent stages x {threads} threads (runtime.threads) need {concurrency * threads} cores, "
+        f"and this machine has {cores}: stages that share cores run many times slower. Lower --concurrency to "
+        f"{max(1, cores // threads)}, or set runtime.threads to {fit} (--set runtime.threads={fit}: every training "
+        f"stage reruns, and {fit} threads train other models than {threads})"
     )

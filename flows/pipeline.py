@@ -253,8 +253,8 @@ def _fan_out(
     workdir = str(root / ".dvc" / "tmp" / "fanout")
     threads = fanout.stage_threads(root)
     crowded = None if dask_address else fanout.oversubscription(concurrency, threads, usable_cores())
-    if crowded:
-        logger.warning(crowded)
+    if crowded:  # before any stage starts: nothing to undo
+        raise fanout.FanOutError(crowded)
     gpus = fanout.visible_gpus()
     if dask_address:
         runner = DaskTaskRunner(address=dask_address)

@@ -123,6 +123,18 @@ def test_a_second_run_skips_every_stage(fanned):
     assert again.result() == dict.fromkeys(STAGES, "skipped")
 
 
+def test_an_oversubscribed_local_cluster_is_refused_before_any_stage(tmp_path, harness):  # noqa: F811
+    from finpipe.threads import usable_cores
+
+    ws = tiny_workspace(tmp_path / "repo", threads=usable_cores())  # 2 stages x all cores
+    lock = (ws / "dvc.lock").read_text() if (ws / "dvc.lock").exists() else None
+    state = _flow(ws, concurrency=2)
+    assert state.is_failed()
+    assert f"need {2 * usable_cores()} cores" in state.message and "--set runtime.threads=" in state.message
+    assert ((ws / "dvc.lock").read_text() if (ws / "dvc.lock").exists() else None) == lock  # nothing ran
+    assert not any((ws / "models").glob("*")) if (ws / "models").exists() else True
+
+
 def _set_cmd(ws: Path, stage: str, edit) -> None:
     """Edit one foreach-free stage's command in dvc.yaml (a changed command makes DVC rerun it)."""
     dvc_yaml = ws / "dvc.yaml"

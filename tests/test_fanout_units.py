@@ -114,8 +114,8 @@ def test_oversubscription_is_named_with_both_ways_out():
     assert fanout.oversubscription(4, 4, 16) is None
     said = fanout.oversubscription(2, 2, 2)
     assert said is not None
-    assert "2 concurrent stages x 2 threads (runtime.threads) on 2 cores" in said
-    assert "--concurrency to 1" in said and "runtime.threads to 1" in said
+    assert "2 concurrent stages x 2 threads (runtime.threads) need 4 cores, and this machine has 2" in said
+    assert "--concurrency to 1" in said and "--set runtime.threads=1" in said
 
 
 def test_dvc_order_is_dvc_repro_order(tmp_path):
