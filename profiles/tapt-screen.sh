@@ -17,7 +17,8 @@
 #   SCREEN_TASKS      fine-tuning tasks, space-separated (default: every task of the profile)
 #   SCREEN_SEEDS      seeds, space-separated (default 13: screen on one seed, finalists on three)
 #   SCREEN_JOBS       experiments run at once (default 1: on 2 cores two at a time gain nothing,
-#                     RESULTS.md "Concurrent stages")
+#                     RESULTS.md "Concurrent stages"; keep SCREEN_JOBS x runtime.threads within
+#                     the cores: threads that share cores run many times slower)
 #   SCREEN_BASELINE   the baseline's name in the table (default profile)
 #   SCREEN_POLL_S     seconds between looks at the queue (default 20)
 #   FINPIPE_DATA      default ../shared/data
