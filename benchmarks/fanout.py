@@ -46,6 +46,8 @@ from pathlib import Path
 
 import yaml
 
+from finpipe.threads import usable_cores as _cores
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 _RAN = re.compile(r"Finished in state Completed\('([^']+): (?:ran|restored from the run-cache) in ([\d.]+) s'\)")
@@ -67,10 +69,6 @@ def _copy_project(src: Path, dst: Path) -> Path:
     ):
         subprocess.run(cmd, cwd=dst, check=True)
     return dst
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _dvc(ws: Path, *args: str) -> str:
