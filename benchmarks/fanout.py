@@ -264,6 +264,8 @@ def main() -> None:
     if missing:
         print(f"no time for {len(missing)} stage(s), counted as 0: {', '.join(missing)}")
     total = sum(durations.get(s, 0.0) for s in deps)
+    if total <= 0:  # nothing to schedule: every ratio below would divide by zero
+        raise SystemExit(f"estimate: no stage times for {args.results} (a `run` --out file) nor from --extra STAGE=SECONDS")
     print(f"{len(deps)} stages, {total:.0f} s one after another")
     for w in args.workers:
         critical, makespan = schedule(durations, deps, w)

@@ -112,3 +112,14 @@ def test_seed_gives_the_copy_the_projects_results_and_nothing_else(tmp_path):
     assert "b:" in status and "a:" not in status  # a is done, b still to run
     with pytest.raises(SystemExit, match="no such stage"):
         fanout_bench.seed(project, fanout_bench._copy_project(project, tmp_path / "copy2"), ["nope*"])
+
+
+def test_estimate_without_any_stage_time_says_so(tmp_path, monkeypatch, capsys):
+    project = _project(tmp_path / "p")
+    monkeypatch.setattr("sys.argv", ["fanout.py", "estimate", str(tmp_path / "none.json"), "--project", str(project)])
+    with pytest.raises(SystemExit, match="no stage times for .*none.json"):
+        fanout_bench.main()
+    # one time given: the schedule prints (a counted, b as 0)
+    monkeypatch.setattr("sys.argv", ["fanout.py", "estimate", "none", "--project", str(project), "--extra", "a=2"])
+    fanout_bench.main()
+    assert "1 workers: makespan 2 s (1.00x)" in capsys.readouterr().out
